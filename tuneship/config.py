@@ -1,0 +1,378 @@
+"""Pipeline configuration: pydantic models, YAML loading, ``--set`` overrides, JSON Schema.
+
+The models are the single source of truth for every option. They are used as the
+flow's parameter (so the Prefect UI renders them as a form), loaded from YAML files in
+``deployments/``, and exported with ``tuneship config schema``.
+
+Defaults follow the seed notes (``docs/defaults.md`` lists each one with its reason):
+eval batch size 2 (eval OOM), eval every 500 steps when evaluating, save strategy
+``epoch``, ``save_steps`` 500, ``save_total_limit`` 3, and a 10 % eval split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuneship.errors import ConfigError
+
+DataFormat = Literal["auto", "messages", "prompt_completion", "preference", "alpaca", "sharegpt"]
+TrainingMethod = Literal["sft", "dpo", "orpo"]
+Strategy = Literal["no", "steps", "epoch"]
+
+DEMO_BASE_MODEL = "tuneship-demo://tiny-llama"
+"""Sentinel base model: the demo builds a tiny Llama model locally instead of downloading."""
+
+
+def default_home() -> Path:
+    """Return tuneship's home folder (``$TUNESHIP_HOME`` or ``~/.tuneship``)."""
+    return Path(os.environ.get("TUNESHIP_HOME", Path.home() / ".tuneship")).expanduser()
+
+
+class _Section(BaseModel):
+    """Base for config sections: unknown keys are errors, so typos are caught early."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The base model to fine-tune."""
+
+    base: str = Field(
+        DEMO_BASE_MODEL,
+        description="Hugging Face model id, local model folder, or the demo's tiny model.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to use.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype to load the base in; 'auto' uses the checkpoint's own dtype."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the Hub.")
+
+
+class DataConfig(_Section):
+    """Where the training data lives and how to split it."""
+
+    path: str = Field(
+        "tuneship-demo://sample",
+        description=(
+            "A .jsonl, .jsonl.gz, .json, .parquet or .csv file, a datasets.save_to_disk "
+            "folder, or a Hub dataset id."
+        ),
+    )
+    format: DataFormat = Field("auto", description="Row format; 'auto' detects it from the keys.")
+    subset: str | None = Field(None, description="Hub dataset configuration (subset) name.")
+    split: str = Field("train", description="Split to train on, for folders and Hub datasets.")
+    eval_split: str | None = Field(
+        None,
+        description=(
+            "Split to evaluate on. When unset, a 'test' or 'validation' split is used if the "
+            "data has one, else a seeded split of eval_fraction."
+        ),
+    )
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for eval.")
+    seed: int = Field(42, description="Seed for the train/eval split.")
+    max_length: int = Field(1024, ge=8, description="Token length at which rows are truncated.")
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (for trials).")
+
+
+class LoraConfig(_Section):
+    """LoRA adapter settings (ignored for a full fine-tune)."""
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class TrainingConfig(_Section):
+    """How to train."""
+
+    method: TrainingMethod = Field("sft", description="sft, dpo or orpo.")
+    adapter: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="lora, qlora (4-bit base, CUDA only) or full fine-tuning."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    max_steps: int = Field(-1, description="Stop after this many steps; -1 trains num_train_epochs.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs when max_steps is -1.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler_type: str = Field("linear", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps used for warm-up.")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Training batch size per device.")
+    per_device_eval_batch_size: int = Field(
+        2, ge=1, description="Eval batch size per device (small: eval OOMs otherwise)."
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate.")
+    eval_accumulation_steps: int | None = Field(
+        None, ge=1, description="Move eval outputs to CPU every N steps (saves GPU memory)."
+    )
+    eval_strategy: Strategy = Field("steps", description="When to evaluate: no, steps or epoch.")
+    eval_steps: int = Field(500, ge=1, description="Evaluate every N steps (eval_strategy=steps).")
+    save_strategy: Strategy = Field("epoch", description="When to save checkpoints.")
+    save_steps: int = Field(500, ge=1, description="Save every N steps (save_strategy=steps).")
+    save_total_limit: int = Field(3, ge=1, description="Checkpoints kept on disk.")
+    load_best_model_at_end: bool = Field(
+        True, description="Keep the checkpoint with the lowest eval loss (when evaluating)."
+    )
+    logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    resume_from_checkpoint: str | None = Field(
+        None, description="Checkpoint folder to resume from, or 'auto' for the newest one."
+    )
+    beta: float = Field(0.1, gt=0, description="DPO beta / ORPO lambda.")
+    seed: int = Field(42, description="Training seed.")
+    require_improvement: bool = Field(
+        False, description="Stop before publishing unless eval loss beats the base model's."
+    )
+
+    @model_validator(mode="after")
+    def _align_checkpointing(self) -> TrainingConfig:
+        """Make ``load_best_model_at_end`` workable or reject the combination.
+
+        transformers requires the save strategy to equal the eval strategy (and save_steps
+        to be a multiple of eval_steps) when it keeps the best model. When the user left
+        the save settings at their defaults they follow the eval settings; when the user
+        set both, the conflict is an error that names the fields.
+        """
+        if self.eval_strategy == "no" or not self.load_best_model_at_end:
+            return self
+        explicit = self.model_fields_set
+        if self.save_strategy != self.eval_strategy:
+            if "save_strategy" in explicit and "load_best_model_at_end" in explicit:
+                raise ValueError(
+                    f"training.save_strategy={self.save_strategy!r} must equal "
+                    f"training.eval_strategy={self.eval_strategy!r} when "
+                    "training.load_best_model_at_end is true"
+                )
+            object.__setattr__(self, "save_strategy", self.eval_strategy)
+        if self.save_strategy == "steps" and self.save_steps % self.eval_steps != 0:
+            if "save_steps" in explicit:
+                raise ValueError(
+                    f"training.save_steps={self.save_steps} must be a multiple of "
+                    f"training.eval_steps={self.eval_steps} when "
+                    "training.load_best_model_at_end is true"
+                )
+            object.__setattr__(self, "save_steps", self.eval_steps)
+        return self
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether evaluation is on."""
+        return self.eval_strategy != "no"
+
+
+class ComputeConfig(_Section):
+    """Where training runs."""
+
+    provider: Literal["local"] = Field("local", description="Compute provider.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses free GPUs when present, else the CPU."
+    )
+    gpu_count: int = Field(1, ge=1, description="GPUs to hold for training.")
+    concurrency_timeout_s: float = Field(
+        3600.0, gt=0, description="How long to wait for a GPU another run is using."
+    )
+
+
+class PublishConfig(_Section):
+    """Where the packaged model goes."""
+
+    target: Literal["local", "hub"] = Field(
+        "local", description="'local' model store (no account) or the Hugging Face 'hub'."
+    )
+    repo_id: str = Field(
+        "tuneship/demo-model",
+        pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$",
+        description="namespace/name of the published model.",
+    )
+    store_path: str | None = Field(
+        None, description="Local model store folder (default: $TUNESHIP_HOME/models)."
+    )
+    private: bool = Field(True, description="Create Hub repos as private.")
+    license: str | None = Field(None, description="License for the model card (default: base's).")
+    load_check: bool = Field(True, description="Load the packaged model before publishing.")
+
+
+class ServeConfig(_Section):
+    """How the model is served after publishing."""
+
+    target: Literal["none"] = Field("none", description="Serving target ('none' for now).")
+
+
+class RegistryConfig(_Section):
+    """Where runs and models are registered."""
+
+    url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the registry (default: sqlite file $TUNESHIP_HOME/registry.db; "
+            "postgresql+psycopg://... works too)."
+        ),
+    )
+
+
+class PipelineConfig(BaseModel):
+    """Everything one run of ``finetune_and_deploy`` needs."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(
+        "tuneship-demo",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Run name: lowercase letters, digits and dashes.",
+    )
+    workdir: str | None = Field(
+        None, description="Folder for run outputs (default: $TUNESHIP_HOME/runs/<name>)."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    def run_dir(self) -> Path:
+        """Return the folder where this run's outputs go."""
+        if self.workdir:
+            return Path(self.workdir).expanduser()
+        return default_home() / "runs" / self.name
+
+    def store_dir(self) -> Path:
+        """Return the local model store folder."""
+        if self.publish.store_path:
+            return Path(self.publish.store_path).expanduser()
+        return default_home() / "models"
+
+    def registry_url(self) -> str:
+        """Return the registry's SQLAlchemy URL."""
+        if self.registry.url:
+            return self.registry.url
+        return f"sqlite:///{default_home() / 'registry.db'}"
+
+
+def format_validation_error(error: ValidationError, source: str | None = None) -> str:
+    """Turn a pydantic ValidationError into lines of ``field.path: reason``.
+
+    Args:
+        error: The pydantic error.
+        source: The file the values came from, named in the message when given.
+
+    Returns:
+        A message naming every invalid field and why it is invalid.
+    """
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(config)"
+        reason = item["msg"]
+        if item["type"] == "extra_forbidden":
+            reason = "unknown field (check the spelling; `tuneship config schema` lists fields)"
+        if "input" in item and item["type"] != "extra_forbidden" and not isinstance(
+            item["input"], dict
+        ):
+            reason += f" (got {item['input']!r})"
+        lines.append(f"  {path}: {reason}")
+    where = f" in {source}" if source else ""
+    return f"invalid configuration{where}:\n" + "\n".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse a ``--set`` value as YAML so numbers, booleans, lists and null work."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a nested config dict.
+
+    Args:
+        data: The config as a plain dict (changed in place and returned).
+        overrides: Items like ``training.max_steps=20``.
+
+    Returns:
+        The same dict with the overrides applied.
+
+    Raises:
+        ConfigError: An override is not of the form ``key.path=value``.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_steps=20")
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def build_config(
+    data: dict[str, Any], overrides: list[str] | None = None, source: str | None = None
+) -> PipelineConfig:
+    """Validate a config dict (plus overrides) into a :class:`PipelineConfig`.
+
+    Args:
+        data: Config values.
+        overrides: ``a.b=c`` items applied on top.
+        source: The file the values came from, for error messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: A value is invalid; the message names each field and the reason.
+    """
+    merged = apply_overrides(json.loads(json.dumps(data)), overrides or [])
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML config file (or the defaults when ``path`` is None) with overrides.
+
+    Args:
+        path: A YAML file, or None for the built-in defaults (the demo).
+        overrides: ``a.b=c`` items applied on top.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: The file is missing, is not YAML, or a value is invalid.
+    """
+    if path is None:
+        return build_config({}, overrides)
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    return build_config(data, overrides, source=str(file))
+
+
+def config_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of :class:`PipelineConfig`."""
+    return PipelineConfig.model_json_schema()
