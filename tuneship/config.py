@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -78,6 +78,13 @@ class DataConfig(_Section):
     seed: int = Field(42, description="Seed for the train/eval split.")
     max_length: int = Field(1024, ge=8, description="Token length at which rows are truncated.")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (for trials).")
+    drop_invalid_rows: bool = Field(
+        False,
+        description=(
+            "Drop rows with an empty assistant turn or with chosen equal to rejected (counted "
+            "in the data report) instead of failing."
+        ),
+    )
 
 
 class LoraConfig(_Section):
@@ -151,6 +158,9 @@ class TrainingConfig(_Section):
                     "training.load_best_model_at_end is true"
                 )
             object.__setattr__(self, "save_strategy", self.eval_strategy)
+        if self.save_strategy == "steps" and "save_steps" not in explicit:
+            # Saving exactly when evaluating keeps a checkpoint for every eval point.
+            object.__setattr__(self, "save_steps", self.eval_steps)
         if self.save_strategy == "steps" and self.save_steps % self.eval_steps != 0:
             if "save_steps" in explicit:
                 raise ValueError(
@@ -197,12 +207,104 @@ class PublishConfig(_Section):
     private: bool = Field(True, description="Create Hub repos as private.")
     license: str | None = Field(None, description="License for the model card (default: base's).")
     load_check: bool = Field(True, description="Load the packaged model before publishing.")
+    hf_credentials_block: str | None = Field(
+        None,
+        description=(
+            "Name of a HuggingFaceCredentials Prefect block holding the Hub token; when unset "
+            "the HF_TOKEN environment variable is used."
+        ),
+    )
+    hub_endpoint: str | None = Field(
+        None, description="Hub endpoint URL (default: the block's endpoint, else huggingface.co)."
+    )
+    branch: str | None = Field(
+        None, description="Hub branch to publish to (created if missing); unset for main."
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Hub tags to point at the published commit."
+    )
+    push_checkpoints: bool = Field(
+        False,
+        description=(
+            "Push each training checkpoint to the 'checkpoints' branch of repo_id, so "
+            "training.resume_from_checkpoint='auto' can continue on a new machine."
+        ),
+    )
 
 
 class ServeConfig(_Section):
-    """How the model is served after publishing."""
+    """How the model is served after publishing (``docs/serving.md``)."""
 
-    target: Literal["none"] = Field("none", description="Serving target ('none' for now).")
+    target: Literal["none", "local"] = Field(
+        "none", description="'local' runs vLLM on this machine as a child process; 'none' skips."
+    )
+    engine_python: str | None = Field(
+        None,
+        description=(
+            "Python of the venv that has vLLM (default: $TUNESHIP_VLLM_PYTHON, "
+            "<repo>/.venv-vllm, $TUNESHIP_HOME/vllm-venv)."
+        ),
+    )
+    engine_command: list[str] | None = Field(
+        None,
+        description=(
+            "Command that starts vLLM's OpenAI server, options appended (overrides "
+            "engine_python), e.g. ['/opt/vllm/bin/python', '-m', "
+            "'vllm.entrypoints.openai.api_server']."
+        ),
+    )
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port; unset picks a free one.")
+    api_key: str | None = Field(
+        None,
+        repr=False,
+        description=(
+            "API key clients must send (default: $TUNESHIP_SERVE_API_KEY, else a new random "
+            "key per deployment, saved to a 0600 file beside the server log)."
+        ),
+    )
+    served_model_name: str | None = Field(
+        None, description="Model name clients ask for (default: the deployment name)."
+    )
+    max_model_len: Annotated[int, Field(ge=16)] | Literal["auto"] = Field(
+        "auto",
+        description="Context length; 'auto' uses the model's, capped to what memory allows.",
+    )
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Share of each GPU vLLM may take; never more than is free. 'auto' takes the "
+            "highest safe value."
+        ),
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split across.")
+    gpu_indices: list[int] | None = Field(
+        None, description="GPUs to use (default: the least-loaded tensor_parallel_size GPUs)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights and activation dtype."
+    )
+    extra_options: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        description=(
+            "More vLLM server options: {enforce_eager: true, max_num_seqs: 8} becomes "
+            "--enforce-eager --max-num-seqs 8 (false/null are left out)."
+        ),
+    )
+    startup_timeout_s: float = Field(
+        1200.0, gt=0, description="How long loading may take (a 70B model needs 10-15 min)."
+    )
+    cpu_kvcache_space_gib: int | None = Field(
+        None,
+        ge=1,
+        description="KV cache GiB on the CPU backend (default: a quarter of free RAM, 1-8).",
+    )
+    keep_serving: bool = Field(
+        False, description="Leave the server running after a successful run."
+    )
+    smoke_test: bool = Field(
+        True, description="Send a chat and a streamed chat request before reporting success."
+    )
 
 
 class RegistryConfig(_Section):

@@ -44,8 +44,16 @@ class EvalGateError(TuneshipError):
     """The fine-tuned model is not better than the base and improvement was required."""
 
 
+class PlanningError(TuneshipError):
+    """A model's facts cannot be read, or no GPU plan fits; the message says what would."""
+
+
 class ComputeError(TuneshipError):
     """No suitable compute could be provisioned."""
+
+
+class ServingError(TuneshipError):
+    """The model could not be served; the message quotes the engine's own error."""
 
 
 class TransientError(TuneshipError):

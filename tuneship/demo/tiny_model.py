@@ -28,7 +28,7 @@ def sample_data_path() -> Path:
 
 
 def _sample_texts() -> list[str]:
-    texts = []
+    texts: list[str] = []
     for line in sample_data_path().read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         texts.extend(m["content"] for m in row["messages"])
@@ -124,7 +124,7 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
+        dtype="float32",
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -1,0 +1,102 @@
+"""The whole pipeline under Prefect's test harness, on the tiny model, on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneship.config import load_config
+from tuneship.demo import demo_config_path
+from tuneship.errors import DataError, TrainingError
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
+
+FAST = [
+    "training.max_steps=30",
+    "training.eval_steps=10",
+    "training.logging_steps=5",
+]
+
+
+def _config(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return load_config(
+        demo_config_path(),
+        [*FAST, f"workdir={tmp_path / 'run'}", f"publish.store_path={tmp_path / 'store'}",
+         f"registry.url=sqlite:///{tmp_path / 'registry.db'}", *extra],
+    )
+
+
+def _artifact_keys(flow_run_id: str) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in artifacts if a.key}
+
+
+def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.registry import Registry
+
+    cfg = _config(tmp_path)
+    summary = finetune_and_deploy(cfg)
+
+    assert summary.base_eval_loss is not None and summary.eval_loss is not None
+    assert summary.eval_loss < summary.base_eval_loss
+    folder = Path(summary.published.location)
+    assert folder.is_dir() and folder.is_relative_to(tmp_path / "store")
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+    )
+    out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+    entry = Registry(cfg.registry_url()).get_model(cfg.publish.repo_id, summary.model_version)
+    assert entry is not None
+    assert entry.dataset_fingerprint == summary.dataset_fingerprint
+    assert entry.flow_run_id == summary.flow_run_id
+    assert entry.metrics["eval_loss"] == pytest.approx(summary.eval_loss)
+
+    keys = _artifact_keys(str(summary.flow_run_id))
+    for suffix in ("data-summary", "training-progress", "training-metrics", "training-summary",
+                   "published-model", "run-summary"):
+        assert f"tuneship-demo-{suffix}" in keys
+
+    # Running the same job again registers no duplicate.
+    again = finetune_and_deploy(cfg)
+    versions = {summary.model_version, again.model_version}
+    models = Registry(cfg.registry_url()).list_models()
+    assert len(models) == len(versions)
+
+
+def test_bad_data_fails_before_training(tmp_path: Path) -> None:
+    from tuneship.flows.finetune import finetune_and_deploy
+
+    data = tmp_path / "broken.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                    {"role": "assistant", "content": "hello"}]})
+    data.write_text(good + "\n" + "{not json\n" + good + "\n", encoding="utf-8")
+    cfg = _config(tmp_path, f"data.path={data}")
+    with pytest.raises(DataError, match=r"broken\.jsonl:2"):
+        finetune_and_deploy(cfg)
+    assert not (tmp_path / "run" / "train").exists()
+
+
+def test_qlora_on_cpu_fails_before_anything_loads(tmp_path: Path) -> None:
+    from tuneship.flows.finetune import finetune_and_deploy
+
+    cfg = _config(tmp_path, "training.adapter=qlora", "compute.device=cpu")
+    with pytest.raises(TrainingError, match="qlora"):
+        finetune_and_deploy(cfg)
+    assert not (tmp_path / "run" / "data").exists()

@@ -1,0 +1,75 @@
+"""Resolve ``model.base`` to a local folder: the demo's tiny model, a folder, or a Hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
+from tuneship.errors import ConfigError
+
+
+def demo_model_dir() -> Path:
+    """Return where the demo's tiny base model is built and cached."""
+    return default_home() / "demo" / "tiny-llama"
+
+
+def ensure_demo_model() -> Path:
+    """Build the demo's tiny Llama model once and return its folder."""
+    from tuneship.demo.tiny_model import build_tiny_model
+
+    path = demo_model_dir()
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    build_tiny_model(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def is_hub_id(value: str) -> bool:
+    """Return True when ``value`` looks like a Hub repo id (``namespace/name``)."""
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
+
+
+def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
+    """Return a local folder holding the base model's files.
+
+    Args:
+        model: The ``model`` config section.
+        token: Hugging Face token for gated or private base models.
+
+    Returns:
+        A folder with config.json, weights and tokenizer.
+
+    Raises:
+        ConfigError: ``model.base`` is neither the demo model, an existing folder, nor a
+            Hub id.
+    """
+    if model.base == DEMO_BASE_MODEL:
+        return ensure_demo_model()
+    path = Path(model.base).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.base: {path} has no config.json; is it a model folder?")
+        return path
+    if is_hub_id(model.base):
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                model.base,
+                revision=model.revision,
+                token=token,
+                allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.md"],
+            )
+        )
+    raise ConfigError(
+        f"model.base={model.base!r} is not an existing folder or a Hub id (namespace/name)"
+    )

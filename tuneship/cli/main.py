@@ -1,0 +1,166 @@
+"""The ``tuneship`` command: run, validate, demo, config, and the sub-commands of each area."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneship.errors import TuneshipError
+
+app = typer.Typer(
+    name="tuneship",
+    help="Fine-tune, merge, package, publish, serve and register LLMs as Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration format.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: KEY.PATH=VALUE (repeatable)."),
+]
+
+# Sub-apps live beside the code they drive; each is mounted when its module is present.
+_SUBAPPS = {
+    "models": ("tuneship.cli.models", "models_app", "List and show registered models."),
+    "plan": ("tuneship.cli.plan", "plan_app", "Plan GPUs, TP and memory before paying."),
+    "blocks": ("tuneship.cli.blocks", "blocks_app", "Register and create credential blocks."),
+    "deployments": (
+        "tuneship.cli.deployments",
+        "deployments_app",
+        "List and stop model deployments.",
+    ),
+}
+for _name, (_module, _attr, _help) in _SUBAPPS.items():
+    try:
+        _sub = getattr(importlib.import_module(_module), _attr)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+        continue
+    app.add_typer(_sub, name=_name, help=_help)
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@config_app.command("schema")
+def config_schema(
+    output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of the pipeline configuration."""
+    from tuneship.config import config_json_schema
+
+    text = json.dumps(config_json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Argument(help="YAML config file.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Print the full configuration (defaults filled in) as YAML."""
+    import yaml
+
+    from tuneship.config import load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except TuneshipError as exc:
+        raise _fail(exc) from None
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("validate")
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check config, data, credentials and training settings; train nothing."""
+    _quiet_env()
+    from tuneship.config import load_config
+    from tuneship.validation import validate_run
+
+    try:
+        cfg = load_config(config, set_ or [])
+        results = validate_run(cfg)
+    except TuneshipError as exc:
+        raise _fail(exc) from None
+    for result in results:
+        typer.echo(f"ok  {result.name:<10} {result.detail}")
+    typer.secho("all checks passed; nothing was started", fg=typer.colors.GREEN)
+
+
+def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
+    _quiet_env()
+    from tuneship.config import load_config
+
+    try:
+        cfg = load_config(config_path, overrides)
+    except TuneshipError as exc:
+        raise _fail(exc) from None
+
+    from tuneship.flows.finetune import finetune_and_deploy, render_summary
+
+    try:
+        summary = finetune_and_deploy(cfg)
+    except TuneshipError as exc:
+        raise _fail(exc) from None
+    typer.echo("")
+    typer.secho("run finished", fg=typer.colors.GREEN, bold=True)
+    if summary.base_eval_loss is not None and summary.eval_loss is not None:
+        typer.echo(
+            f"eval loss before training: {summary.base_eval_loss:.4f}\n"
+            f"eval loss after training:  {summary.eval_loss:.4f}"
+        )
+    typer.echo(f"model folder: {summary.published.location}")
+    typer.echo(render_summary(summary))
+    from tuneship.registry import Registry
+
+    entry = Registry(summary.registry_url).get_model(summary.model_name, summary.model_version)
+    typer.echo("registry entry:")
+    typer.echo(json.dumps(entry.model_dump(mode="json") if entry else None, indent=2))
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+) -> None:
+    """Run the whole pipeline for CONFIG through Prefect."""
+    _run_flow(config, set_ or [])
+
+
+@app.command("demo")
+def demo(set_: SetOption = None) -> None:
+    """Fine-tune a tiny model on sample data end to end on this machine (no account, no GPU)."""
+    from tuneship.demo import demo_config_path
+
+    _run_flow(demo_config_path(), set_ or [])
+
+
+def main() -> None:
+    """Entry point of the ``tuneship`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        sys.exit(130)

@@ -1,0 +1,248 @@
+"""The main flow: data → compute → train with eval → gate → merge → package → publish → register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from tuneship import __version__
+from tuneship.base_model import resolve_base_model
+from tuneship.config import DEMO_BASE_MODEL, PipelineConfig, build_config, load_config
+from tuneship.errors import ConfigError
+from tuneship.evaluation import GateResult, check_eval_gate
+from tuneship.packaging import CardInfo, read_base_license
+from tuneship.publishing.base import PublishResult
+from tuneship.registry import ModelEntry
+from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks.compute import hold_gpu_slots, provision_compute
+from tuneship.tasks.data import prepare_dataset_split
+from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
+from tuneship.tasks.training import merge_adapter, train_model
+from tuneship.training import MergeJobSpec, TrainJobSpec
+from tuneship.validation import check_before_training
+
+
+class RunSummary(BaseModel):
+    """What one pipeline run produced; small, JSON-friendly."""
+
+    name: str
+    flow_run_id: str | None
+    base_model: str
+    device: str
+    n_train: int
+    n_eval: int
+    dataset_fingerprint: str
+    base_eval_loss: float | None
+    eval_loss: float | None
+    gate: str
+    merged_dir: str
+    package_dir: str
+    published: PublishResult
+    registry_url: str
+    model_name: str
+    model_version: str
+
+
+@task(
+    name="resolve-base-model",
+    retries=3,
+    retry_delay_seconds=[5, 20, 60],
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def resolve_base_model_task(config: PipelineConfig) -> str:
+    """Return a local folder of the base model (downloading or building it as needed)."""
+    return str(resolve_base_model(config.model))
+
+
+@task(name="check-before-training", cache_policy=NO_CACHE)
+def check_before_training_task(config: PipelineConfig, base_model_dir: str) -> None:
+    """Run every check that needs no GPU, so a bad run fails before anything is paid for."""
+    check_before_training(config, Path(base_model_dir))
+
+
+def resolve_flow_config(
+    config: PipelineConfig | None, config_file: str | None, overrides: list[str] | None
+) -> PipelineConfig:
+    """Pick the run's config from the flow's parameters.
+
+    Raises:
+        ConfigError: Both ``config`` and ``config_file`` were given, or a value is invalid.
+    """
+    if config is not None and config_file:
+        raise ConfigError("give either the config parameter or config_file, not both")
+    if config_file:
+        return load_config(config_file, overrides or [])
+    base = config or PipelineConfig()
+    if overrides:
+        return build_config(base.model_dump(mode="json", exclude_unset=True), overrides)
+    return base
+
+
+def _current_flow_run_id() -> str | None:
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+@flow(name="finetune-and-deploy", log_prints=True)
+def finetune_and_deploy(
+    config: PipelineConfig | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+) -> RunSummary:
+    """Fine-tune a base model on a dataset and publish, register (and later serve) it.
+
+    Args:
+        config: The whole run's configuration (the UI renders it as a form); the defaults
+            run the demo.
+        config_file: A YAML config (e.g. ``deployments/demo.yaml``), used instead of
+            ``config``; relative paths are relative to the working directory.
+        overrides: ``a.b=c`` items applied on top of ``config_file`` or ``config``.
+
+    Returns:
+        A summary of what the run produced.
+
+    Raises:
+        ConfigError: Both ``config`` and ``config_file`` were given, or a value is invalid.
+    """
+    from tuneship.secrets import install_secret_filter
+
+    install_secret_filter()
+    config = resolve_flow_config(config, config_file, overrides)
+    logger = get_logger()
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    base_dir = resolve_base_model_task(config)
+    check_before_training_task(config, base_dir)
+    prepared = prepare_dataset_split(config, base_dir)
+    handle = provision_compute(config.compute)
+
+    train_spec = TrainJobSpec(
+        model_path=base_dir,
+        train_path=prepared.train_path,
+        eval_path=prepared.eval_path,
+        trainer_format=prepared.trainer_format,
+        output_dir=str(run_dir / "train"),
+        training=config.training,
+        max_length=config.data.max_length,
+        model_dtype=config.model.dtype,
+        device=handle.device,
+        cuda_devices=handle.gpu_indices,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
+        trained = train_model(train_spec, config.name)
+
+    gate: GateResult = check_eval_gate(
+        trained.base_eval_loss,
+        trained.eval_loss,
+        require_improvement=config.training.require_improvement,
+    )
+    logger.info("eval gate: %s", gate.message)
+
+    merged = merge_adapter(
+        MergeJobSpec(
+            base_model_path=base_dir,
+            adapter_path=trained.output_path,
+            is_adapter=trained.is_adapter,
+            output_dir=str(run_dir / "merged"),
+            eval_path=prepared.eval_path,
+            train_path=prepared.train_path,
+            dtype=config.model.dtype,
+            trust_remote_code=config.model.trust_remote_code,
+            max_length=min(config.data.max_length, 128),
+        )
+    )
+
+    base_label = "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
+    metrics = {
+        k: v
+        for k, v in {"base_eval_loss": trained.base_eval_loss, "eval_loss": trained.eval_loss}.items()
+        if v is not None
+    }
+    card = CardInfo(
+        repo_id=config.publish.repo_id,
+        base_model=base_label,
+        method=config.training.method,
+        adapter=config.training.adapter,
+        datasets=[config.data.path] if "://" not in config.data.path else [],
+        license=config.publish.license or read_base_license(base_dir),
+        metrics=metrics,
+        hyperparameters={
+            "learning_rate": config.training.learning_rate,
+            "max_steps": trained.global_step,
+            "lora_r": config.training.lora.r,
+            "lora_alpha": config.training.lora.alpha,
+            "per_device_train_batch_size": config.training.per_device_train_batch_size,
+        },
+        dataset_fingerprint=prepared.fingerprint,
+        tuneship_version=__version__,
+    )
+    package = package_merged_model(
+        merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
+    )
+    run_id = _current_flow_run_id()
+    published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
+
+    entry = register_model(
+        config.registry_url(),
+        ModelEntry(
+            name=config.publish.repo_id,
+            version=published.revision,
+            base_model=base_label,
+            method=config.training.method,
+            adapter=config.training.adapter,
+            dataset_fingerprint=prepared.fingerprint,
+            metrics=metrics,
+            artifact_target=published.target,
+            artifact_location=published.location,
+            artifact_revision=published.revision,
+            flow_run_id=run_id,
+        ),
+    )
+    summary = RunSummary(
+        name=config.name,
+        flow_run_id=run_id,
+        base_model=base_label,
+        device=handle.device,
+        n_train=prepared.n_train,
+        n_eval=prepared.n_eval,
+        dataset_fingerprint=prepared.fingerprint,
+        base_eval_loss=trained.base_eval_loss,
+        eval_loss=trained.eval_loss,
+        gate=gate.message,
+        merged_dir=merged.merged_dir,
+        package_dir=package.path,
+        published=published,
+        registry_url=config.registry_url(),
+        model_name=entry.name,
+        model_version=entry.version,
+    )
+    create_markdown_artifact(
+        markdown=render_summary(summary),
+        key=artifact_key(config.name, "run-summary"),
+        description="What this run produced",
+    )
+    return summary
+
+
+def render_summary(summary: RunSummary) -> str:
+    """Render a run summary as a Markdown table (artifact and CLI output)."""
+    rows = [
+        ("base model", summary.base_model),
+        ("device", summary.device),
+        ("data", f"{summary.n_train} train / {summary.n_eval} eval rows"),
+        ("dataset fingerprint", summary.dataset_fingerprint[:16]),
+        ("eval", summary.gate),
+        ("packaged model", summary.package_dir),
+        ("published", f"{summary.published.target}: {summary.published.location}"),
+        ("revision", summary.published.revision),
+        ("registry", f"{summary.model_name} version {summary.model_version[:12]}"),
+    ]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

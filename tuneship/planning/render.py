@@ -1,0 +1,214 @@
+"""Human and table renderings of serving and training plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneship.planning.gpus import load_gpu_catalog
+from tuneship.planning.serving import ServingOption, ServingPlan
+from tuneship.planning.training import TrainingPlan
+
+
+def _num(value: float | int | None, fmt: str = "{:,}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]  # fmt: skip
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _serving_cells(option: ServingOption, chosen: bool) -> list[str]:
+    return [
+        ">" if chosen else "",
+        option.gpu,
+        str(option.gpu_count),
+        str(option.tensor_parallel_size),
+        _num(option.gpu_memory_utilization, "{:.2f}"),
+        _num(option.max_model_len),
+        f"{option.weights_gib:.2f}",
+        f"{option.kv_cache_gib:.2f}",
+        f"{option.kv_tokens:,}",
+        f"{option.max_concurrency:.2f}",
+        _num(option.usd_per_hour, "{:.2f}"),
+        "yes" if option.fits else "no",
+    ]
+
+
+def render_serving_plan(plan: ServingPlan) -> str:
+    """The ``plan serve`` table: model facts, the chosen option first, every rejection's reason.
+
+    Args:
+        plan: A serving plan.
+
+    Returns:
+        Text for a terminal.
+    """
+    facts = plan.facts
+    catalog = load_gpu_catalog()
+    kv_tp1 = plan.options[0].kv_bytes_per_token if plan.options else 0
+    attention = (
+        f"MLA latent {facts.mla.cache_width} values/layer"
+        if facts.mla
+        else f"{facts.num_kv_heads} KV heads x head_dim {facts.head_dim}"
+    )
+    lines = [
+        f"Model:  {plan.model}",
+        f"        {facts.model_type or '?'}, {facts.param_count / 1e9:.2f} B params, weights "
+        f"{facts.weight_gib:.2f} GiB ({facts.weight_bytes_source}), dtype {facts.dtype or 'not declared'}",
+        f"        {facts.num_layers} layers, {attention}, {facts.num_attention_heads} attention heads, "
+        f"max context {_num(facts.max_position_embeddings)}",
+    ]
+    if facts.sliding_layers:
+        lines.append(
+            f"        {facts.sliding_layers} sliding-window layers (window {facts.sliding_window})"
+        )
+    if facts.quantization:
+        lines.append(f"        pre-quantised: {facts.quantization.method}")
+    lines.append(
+        f"vLLM:   planned for {plan.vllm_version} (constants calibrated on "
+        f"{catalog.vllm['calibrated_for']}); KV cache dtype {plan.kv_cache_dtype}"
+    )
+    if plan.options:
+        first = plan.options[0]
+        lines.append(
+            f"KV:     {kv_tp1:,} bytes per token per GPU at TP {first.tensor_parallel_size}"
+        )
+    lines.append("")
+    chosen = plan.chosen
+    if chosen is not None:
+        lines.append(f"Chosen: {chosen.summary()}")
+        extra = (
+            f"        per GPU: budget {chosen.budget_gib:.2f} GiB = weights {chosen.weights_gib:.2f}"
+            f" + activations {chosen.activation_gib:.2f} + non-torch {chosen.non_torch_gib:.2f}"
+            f" + CUDA graphs {chosen.cuda_graph_gib:.2f} + KV cache {chosen.kv_cache_gib:.2f}"
+        )
+        lines.append(extra)
+        if chosen.serverless_pool:
+            lines.append(f"        RunPod: gpuIds {chosen.serverless_pool} ({chosen.price_basis})")
+        for note in chosen.notes:
+            lines.append(f"        note: {note}")
+    else:
+        lines.append("Chosen: nothing fits")
+        if plan.suggestion is not None:
+            lines.append(f"Would fit: {plan.suggestion.summary()}")
+    lines.append("")
+    headers = ["", "GPU", "N", "TP", "util", "max_len", "weights", "KV GiB", "KV tokens",
+               "conc", "$/h", "fits"]  # fmt: skip
+    rows = [_serving_cells(o, o is chosen) for o in plan.options]
+    table = _table(headers, rows, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
+    lines.extend(table[:2])
+    for option, row_line in zip(plan.options, table[2:], strict=True):
+        lines.append(row_line)
+        for reason in option.reasons:
+            lines.append(f"      - {reason}")
+    return "\n".join(lines)
+
+
+def render_training_plan(plan: TrainingPlan) -> str:
+    """The ``plan train`` table: peak memory by part, then the options, chosen first.
+
+    Args:
+        plan: A training plan.
+
+    Returns:
+        Text for a terminal.
+    """
+    lines = [
+        f"Model:  {plan.model}",
+        f"Method: {plan.method}, seq_len {plan.seq_len:,}, batch {plan.batch_size}, gradient "
+        f"checkpointing {'on' if plan.gradient_checkpointing else 'off'}, "
+        f"trainable params {plan.trainable_params:,}",
+        f"Peak on one GPU: {plan.peak_gib:.2f} GiB",
+    ]
+    for part, gib in plan.parts.items():
+        lines.append(f"  {part.replace('_', ' '):<18} {gib:>9.2f} GiB")
+    for note in plan.notes:
+        lines.append(f"note: {note}")
+    lines.append("")
+    chosen = plan.chosen
+    if chosen is not None:
+        cost = (
+            f", about ${chosen.estimated_cost_usd:,.2f} for {chosen.estimated_hours:.2f} h"
+            if chosen.estimated_cost_usd is not None and chosen.estimated_hours is not None
+            else ""
+        )
+        lines.append(
+            f"Chosen: {chosen.gpu_count} x {chosen.gpu}, peak {chosen.peak_gib:.2f} GiB per GPU"
+            f"{cost}"
+        )
+    else:
+        lines.append("Chosen: nothing fits")
+    lines.append("")
+    headers = ["", "GPU", "N", "peak GiB", "usable GiB", "$/h", "est. $", "fits"]
+    rows = [
+        [
+            ">" if o is chosen else "",
+            o.gpu,
+            str(o.gpu_count),
+            f"{o.peak_gib:.2f}",
+            f"{o.usable_gib:.2f}",
+            _num(o.usd_per_hour, "{:.2f}"),
+            _num(o.estimated_cost_usd, "{:,.2f}"),
+            "yes" if o.fits else "no",
+        ]
+        for o in plan.options
+    ]
+    table = _table(headers, rows, right={2, 3, 4, 5, 6})
+    lines.extend(table[:2])
+    for option, row_line in zip(plan.options, table[2:], strict=True):
+        lines.append(row_line)
+        for reason in option.reasons:
+            lines.append(f"      - {reason}")
+    return "\n".join(lines)
+
+
+def plan_table_rows(plan: ServingPlan | TrainingPlan) -> list[dict[str, Any]]:
+    """Rows for a Prefect table artifact (``create_table_artifact(table=rows)``).
+
+    Args:
+        plan: A serving or training plan.
+
+    Returns:
+        One flat dict per option, chosen first, with reasons joined by ``"; "``.
+    """
+    if isinstance(plan, TrainingPlan):
+        return [
+            {
+                "chosen": o is plan.chosen,
+                "gpu": o.gpu,
+                "gpu_count": o.gpu_count,
+                "peak_gib": o.peak_gib,
+                "usable_gib": o.usable_gib,
+                "usd_per_hour": o.usd_per_hour,
+                "estimated_cost_usd": o.estimated_cost_usd,
+                "fits": o.fits,
+                "reasons": "; ".join(o.reasons),
+            }
+            for o in plan.options
+        ]
+    return [
+        {
+            "chosen": o is plan.chosen,
+            "gpu": o.gpu,
+            "gpu_count": o.gpu_count,
+            "tensor_parallel_size": o.tensor_parallel_size,
+            "gpu_memory_utilization": o.gpu_memory_utilization,
+            "max_model_len": o.max_model_len,
+            "weights_gib": o.weights_gib,
+            "kv_cache_gib": o.kv_cache_gib,
+            "kv_tokens": o.kv_tokens,
+            "max_concurrency": o.max_concurrency,
+            "usd_per_hour": o.usd_per_hour,
+            "fits": o.fits,
+            "reasons": "; ".join(o.reasons),
+        }
+        for o in plan.options
+    ]

@@ -1,0 +1,718 @@
+"""The vLLM serving plan: which GPUs, how many, what TP, what context, what memory fraction.
+
+The arithmetic follows vLLM V1's own start-up sequence (vllm-memory.md sections 1 and 6):
+
+1. vLLM refuses to start unless ``free >= ceil(total x gpu_memory_utilization)``.
+2. The budget ``B = util x total`` (per GPU) pays for the weights (÷ TP), the activation
+   peak of the profile run, non-torch memory (NCCL buffers at TP >= 2) and, from v0.21,
+   the CUDA-graph estimate. The rest is the KV cache.
+3. One request of ``max_model_len`` tokens must fit in that KV cache, in blocks of 16
+   tokens per layer (sliding-window layers hold only the window plus one batch).
+
+Every constant below cites its measurement. Options enumerate GPU types x counts (TP =
+count); the cheapest option that fits is chosen, and every rejected one says why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from tuneship.errors import PlanningError
+from tuneship.planning.gpus import GIB, GpuSpec, load_gpu_catalog
+from tuneship.planning.model_facts import ModelFacts, ceil_div, layer_kv_bytes_per_token
+
+# --- Constants, each with its source (vllm-memory.md = /work/shared/reference, summarised
+# --- in docs/planner.md; numbers measured by llm-d on H100 with vLLM 0.19 unless noted).
+
+BLOCK_SIZE = 16
+"""KV block size in tokens: vllm DEFAULT_BLOCK_SIZE (vllm-memory.md 1.4)."""
+
+CUDA_CONTEXT_GIB = 0.6
+"""CUDA context created before vLLM's free-memory check: a clean H100 shows 78.57 of
+79.19 GiB free (vllm-memory.md 1.1, 3.1 "about 0.6 GiB")."""
+
+NON_TORCH_TP1_GIB = 0.27
+"""Non-torch memory at TP 1: 0.13-0.27 GiB measured; upper end (vllm-memory.md 3.1)."""
+
+NON_TORCH_TP_GIB = 2.13
+"""Non-torch memory per GPU at TP >= 2 (NCCL, custom all-reduce): 2.07 at TP 2 and 2.13 at
+TP 4 for Llama-3.1-8B on vLLM 0.19 (llm-d-planner accuracy report; vllm-memory.md 3.2)."""
+
+CUDA_GRAPH_GIB = 1.04
+"""CUDA-graph memory: 0.51-1.85 GiB, mean 1.04 (H100, v0.19; vllm-memory.md 3.1)."""
+
+CUDA_GRAPH_SUBTRACTED_SINCE = (0, 21)
+"""VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 is the default since v0.21.0, so the graph
+estimate comes out of the KV budget; before, graphs live in the (1 - util) headroom
+(vllm-memory.md 1.1 step 3)."""
+
+OLD_GRAPH_HEADROOM_GIB = 0.5
+"""Before v0.21 keep ``(1 - util) x total >= graphs + 0.5 GiB`` (vllm-memory.md 6 step 5)."""
+
+ACTIVATION_SMALL_GPU_GIB = 1.0
+"""Activation peak on GPUs with 2048-token batch defaults (under 70 GiB, and A100):
+0.19-0.37 GiB measured, 0.2-1 GiB in the recipe; upper end (vllm-memory.md 3.1, 6)."""
+
+ACTIVATION_LEGACY_GIB = 5.6
+"""vLLM <= 0.16, H100 defaults (8192 tokens / 1024 seqs): dense models 4.76-5.64 GiB."""
+
+ACTIVATION_LEGACY_GPT_OSS_GIB = 7.38
+"""vLLM <= 0.16, gpt-oss: 7.38 GiB (vllm-memory.md 3.1)."""
+
+ACTIVATION_DENSE_GIB = 2.21
+"""vLLM >= 0.17, H100 defaults: Llama-3.1-8B 1.89, Qwen2.5-7B 2.21 GiB (v0.19)."""
+
+ACTIVATION_LARGE_VOCAB_GIB = 4.0
+"""vLLM >= 0.17, 256K-vocab models (Gemma): 3.6-4.0 GiB (the sampler pass over the vocab)."""
+
+ACTIVATION_MOE_GIB = 2.9
+"""vLLM >= 0.17, MoE models: 1.2-2.9 GiB; upper end."""
+
+ACTIVATION_VL_GIB = 2.51
+"""Vision-language models: 2.51 GiB (vllm-memory.md 3.1)."""
+
+ACTIVATION_DROP_VERSION = (0, 17)
+"""The activation peak fell about 60 % between vLLM 0.16 and 0.17 (Qwen3-14B 5.64 -> 2.23)."""
+
+AUTO_UTILIZATION_CAP = 0.95
+"""Highest gpu_memory_utilization 'auto' picks. vLLM can use about 0.99 (llm-d); 0.95 is
+RunPod worker-vllm's template default and leaves room for allocator slack (policy)."""
+
+FREE_MEMORY_MARGIN_GIB = 0.25
+"""'auto' utilization stays this far below the free memory, since other processes' use
+moves between planning and start-up (policy)."""
+
+KV_ESTIMATE_MARGIN = 0.05
+"""Share of an *estimated* KV cache kept back when fitting max_model_len: estimates have
+been within about 5 % of vLLM's (vllm-memory.md 6 step 6: keep a 5-10 % margin)."""
+
+DEFAULT_MIN_MODEL_LEN = 4096
+"""With max_model_len 'auto', an option that fits less context than this is rejected
+(capped by the model's own maximum); a plan with a few hundred tokens is no plan."""
+
+VOCAB_PADDING = 64
+"""VocabParallelEmbedding pads the vocab to a multiple of 64 before splitting it by TP."""
+
+KvCacheDtype = Literal["auto", "fp8"]
+PriceBasis = Literal["serverless", "pod"]
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """``"v0.27.1"`` -> ``(0, 27)``.
+
+    Raises:
+        PlanningError: Not a version string.
+    """
+    match = re.match(r"^v?(\d+)\.(\d+)", version.strip())
+    if not match:
+        raise PlanningError(f"vLLM version {version!r} is not like 0.27.1")
+    return int(match.group(1)), int(match.group(2))
+
+
+def default_max_num_batched_tokens(gpu: GpuSpec) -> int:
+    """vLLM's serve default for max_num_batched_tokens on this GPU.
+
+    ``EngineArgs.get_batch_defaults``: >= 70 GiB and not an A100 -> 8192; >= 160 GiB ->
+    16384; otherwise 2048 (vllm-memory.md 1.1 step 2).
+    """
+    name = f"{gpu.name} {' '.join(gpu.aliases)}".lower()
+    if gpu.total_gib >= 160:
+        return 16384
+    if gpu.total_gib >= 70 and "a100" not in name:
+        return 8192
+    return 2048
+
+
+def activation_peak_gib(facts: ModelFacts, gpu: GpuSpec, version: tuple[int, int]) -> float:
+    """The profile run's activation peak on one GPU (independent of TP, vllm-memory.md 3.1).
+
+    Measured at 8192 batched tokens; scaled linearly for 16384-token GPUs, and the small
+    measured peak is used on 2048-token GPUs.
+    """
+    batched = default_max_num_batched_tokens(gpu)
+    if batched <= 2048:
+        return ACTIVATION_SMALL_GPU_GIB
+    if version < ACTIVATION_DROP_VERSION:
+        base = ACTIVATION_LEGACY_GPT_OSS_GIB if facts.model_type == "gpt_oss" else (
+            ACTIVATION_LEGACY_GIB
+        )
+    else:
+        base = ACTIVATION_DENSE_GIB
+        if facts.vocab_size >= 256_000:
+            base = max(base, ACTIVATION_LARGE_VOCAB_GIB)
+        if facts.moe is not None:
+            base = max(base, ACTIVATION_MOE_GIB)
+        if facts.multimodal:
+            base = max(base, ACTIVATION_VL_GIB)
+    return base * batched / 8192
+
+
+def non_torch_gib(tensor_parallel_size: int) -> float:
+    """Non-torch memory per GPU (NCCL and all-reduce buffers grow it at TP >= 2)."""
+    return NON_TORCH_TP1_GIB if tensor_parallel_size == 1 else NON_TORCH_TP_GIB
+
+
+def cuda_graph_gib(version: tuple[int, int], enforce_eager: bool) -> float:
+    """CUDA-graph memory subtracted from the KV budget (0 before v0.21 or when eager)."""
+    if enforce_eager or version < CUDA_GRAPH_SUBTRACTED_SINCE:
+        return 0.0
+    return CUDA_GRAPH_GIB
+
+
+def tensor_parallel_problems(facts: ModelFacts, tp: int) -> list[str]:
+    """Why vLLM would reject this TP size for this model (empty when it is valid).
+
+    Rules from vLLM (vllm-memory.md section 2): attention heads divisible by TP; KV heads
+    divisible by TP or TP a multiple of them (replication); the vocab padded to 64
+    divisible by TP; the MLP widths divisible by TP; quantisation groups/blocks whole per
+    shard.
+    """
+    problems = []
+    if tp < 1:
+        return [f"TP {tp} is not a positive number of GPUs"]
+    heads = facts.num_attention_heads
+    if heads % tp:
+        problems.append(f"TP {tp} does not divide {heads} attention heads")
+    kv = facts.num_kv_heads
+    if facts.mla is None and kv:
+        if tp >= kv and tp % kv:
+            problems.append(f"TP {tp} is not a multiple of {kv} KV heads")
+        elif tp < kv and kv % tp:
+            problems.append(f"TP {tp} does not divide {kv} KV heads")
+    padded = ceil_div(facts.vocab_size, VOCAB_PADDING) * VOCAB_PADDING
+    if padded % tp:
+        problems.append(f"TP {tp} does not divide the padded vocab of {padded:,}")
+    widths = []
+    if facts.moe is None or facts.moe.moe_layers < facts.num_layers:
+        widths.append(("intermediate size", facts.intermediate_size))
+    if facts.moe is not None:
+        widths.append(("expert intermediate size", facts.moe.moe_intermediate_size))
+    for label, width in widths:
+        if width % tp:
+            problems.append(f"TP {tp} does not divide the {label} {width:,}")
+            continue
+        quant = facts.quantization
+        if quant is None:
+            continue
+        part = width // tp
+        if quant.weight_block_size and part % quant.weight_block_size[0]:
+            problems.append(
+                f"{label} slice {part:,} per GPU at TP {tp} is not a multiple of the "
+                f"{quant.weight_block_size[0]}-wide quantisation block"
+            )
+        elif quant.group_size and quant.method not in ("mxfp4", "fp8") and part % quant.group_size:
+            problems.append(
+                f"{label} slice {part:,} per GPU at TP {tp} is not a multiple of the "
+                f"quantisation group size {quant.group_size}"
+            )
+    return problems
+
+
+def valid_tensor_parallel_sizes(facts: ModelFacts, limit: int = 16) -> list[int]:
+    """TP sizes from 1 to ``limit`` that vLLM accepts for this model."""
+    return [tp for tp in range(1, limit + 1) if not tensor_parallel_problems(facts, tp)]
+
+
+def kv_dtype_bytes(kv_cache_dtype: str) -> int:
+    """Bytes per KV element: 1 for fp8, else 2 (vLLM serves fp32 checkpoints in 16-bit)."""
+    if kv_cache_dtype not in ("auto", "fp8"):
+        raise PlanningError(f"--kv-cache-dtype must be auto or fp8, got {kv_cache_dtype!r}")
+    return 1 if kv_cache_dtype == "fp8" else 2
+
+
+def kv_bytes_per_token(facts: ModelFacts, tp: int, kv_cache_dtype: str = "auto") -> int:
+    """KV bytes per token per GPU over all layers, as vLLM sizes its cache in tokens.
+
+    ``layers x 2 x max(1, kv_heads // tp) x head_dim x dtype`` for GQA/MHA/MQA; MLA stores
+    ``kv_lora_rank + qk_rope_head_dim`` per layer on every rank (vllm-memory.md 1.4).
+    """
+    return layer_kv_bytes_per_token(facts, tp, kv_dtype_bytes(kv_cache_dtype)) * facts.num_layers
+
+
+def kv_request_bytes(
+    facts: ModelFacts, tp: int, length: int, kv_cache_dtype: str = "auto",
+    max_num_batched_tokens: int = 8192,
+) -> int:  # fmt: skip
+    """KV bytes per GPU one request of ``length`` tokens needs.
+
+    Full-attention (and MLA) layers need ``cdiv(length, 16)`` blocks; sliding-window
+    layers ``cdiv(min(window - 1 + max_num_batched_tokens, length), 16) + 1`` blocks
+    (vllm/v1/kv_cache_interface.py, SlidingWindowSpec.max_memory_usage_bytes).
+    """
+    if length <= 0:
+        return 0
+    per_layer_block = layer_kv_bytes_per_token(facts, tp, kv_dtype_bytes(kv_cache_dtype))
+    per_layer_block *= BLOCK_SIZE
+    blocks = facts.full_layers * ceil_div(length, BLOCK_SIZE)
+    if facts.sliding_layers and facts.sliding_window:
+        tokens = min(facts.sliding_window - 1 + max_num_batched_tokens, length)
+        blocks += facts.sliding_layers * (ceil_div(tokens, BLOCK_SIZE) + 1)
+    return blocks * per_layer_block
+
+
+def largest_fitting_length(
+    facts: ModelFacts, tp: int, kv_bytes: float, limit: int, kv_cache_dtype: str = "auto",
+    max_num_batched_tokens: int = 8192,
+) -> int:  # fmt: skip
+    """The longest request (<= ``limit`` tokens) whose KV cache fits in ``kv_bytes``.
+
+    Returns ``limit`` when it fits, else the largest multiple of 16 that fits, else 0.
+    """
+
+    def need(length: int) -> int:
+        return kv_request_bytes(facts, tp, length, kv_cache_dtype, max_num_batched_tokens)
+
+    if limit <= 0 or kv_bytes <= 0:
+        return 0
+    if need(limit) <= kv_bytes:
+        return limit
+    lo, hi = 0, limit // BLOCK_SIZE  # need(lo*16) fits (0 always does); find the largest
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if need(mid * BLOCK_SIZE) <= kv_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * BLOCK_SIZE
+
+
+@dataclass
+class ServingOption:
+    """One GPU type x count, with its memory arithmetic per GPU and whether it fits.
+
+    The first thirteen fields are the ``--json`` contract; the rest explain them.
+    """
+
+    gpu: str
+    gpu_count: int
+    tensor_parallel_size: int
+    gpu_memory_utilization: float | None
+    max_model_len: int | None
+    weights_gib: float
+    kv_bytes_per_token: int
+    kv_cache_gib: float
+    kv_tokens: int
+    max_concurrency: float
+    usd_per_hour: float | None
+    fits: bool
+    reasons: list[str]
+    total_gib: float = 0.0
+    free_gib: float = 0.0
+    budget_gib: float = 0.0
+    activation_gib: float = 0.0
+    non_torch_gib: float = 0.0
+    cuda_graph_gib: float = 0.0
+    kv_needed_gib: float | None = None
+    largest_fitting_model_len: int = 0
+    kv_cache_dtype: str = "auto"
+    kv_cache_measured: bool = False
+    price_basis: str = ""
+    runpod_gpu_id: str | None = None
+    serverless_pool: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The option as JSON-ready data."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: ``4 x A100 40GB, TP 4, util 0.95, max_model_len 4,800``."""
+        util = "-" if self.gpu_memory_utilization is None else f"{self.gpu_memory_utilization:.2f}"
+        length = "-" if self.max_model_len is None else f"{self.max_model_len:,}"
+        return (
+            f"{self.gpu_count} x {self.gpu}, TP {self.tensor_parallel_size}, "
+            f"gpu_memory_utilization {util}, max_model_len {length}"
+        )
+
+
+@dataclass
+class ServingPlan:
+    """All options considered for serving one model, the chosen one first."""
+
+    model: str
+    facts: ModelFacts
+    vllm_version: str
+    kv_cache_dtype: str
+    options: list[ServingOption]
+    suggestion: ServingOption | None = None
+
+    @property
+    def chosen(self) -> ServingOption | None:
+        """The cheapest option that fits, or None."""
+        return self.options[0] if self.options and self.options[0].fits else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``plan serve --json`` object."""
+        return {
+            "model": self.model,
+            "chosen": self.chosen.to_dict() if self.chosen else None,
+            "options": [o.to_dict() for o in self.options],
+            "suggestion": self.suggestion.to_dict() if self.suggestion else None,
+            "vllm_version": self.vllm_version,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "facts": facts_summary(self.facts),
+        }
+
+    def ensure_fits(self) -> ServingOption:
+        """Return the chosen option, or raise saying why nothing fits and what would.
+
+        Raises:
+            PlanningError: No option fits; the message has each option's reasons and,
+                when one was found, an option that would fit.
+        """
+        if self.chosen is not None:
+            return self.chosen
+        lines = [f"no GPU plan fits {self.model}:"]
+        for option in self.options[:8]:
+            lines.append(f"  {option.gpu_count} x {option.gpu}: " + "; ".join(option.reasons))
+        if len(self.options) > 8:
+            lines.append(f"  ... and {len(self.options) - 8} more options")
+        if self.suggestion is not None:
+            lines.append(f"what would fit: {self.suggestion.summary()}")
+        else:
+            lines.append("nothing in the GPU catalog fits with these settings either")
+        raise PlanningError("\n".join(lines))
+
+
+def facts_summary(facts: ModelFacts) -> dict[str, Any]:
+    """The model facts a plan shows."""
+    return {
+        "model_type": facts.model_type,
+        "params": facts.param_count,
+        "weight_bytes": facts.weight_bytes,
+        "weight_bytes_source": facts.weight_bytes_source,
+        "dtype": facts.dtype,
+        "layers": facts.num_layers,
+        "attention_heads": facts.num_attention_heads,
+        "kv_heads": facts.num_kv_heads,
+        "head_dim": facts.head_dim,
+        "vocab_size": facts.vocab_size,
+        "max_position_embeddings": facts.max_position_embeddings,
+        "sliding_window": facts.sliding_window,
+        "sliding_layers": facts.sliding_layers,
+        "mla": facts.mla is not None,
+        "moe_experts": facts.moe.num_experts if facts.moe else None,
+        "quantization": facts.quantization.method if facts.quantization else None,
+        "notes": list(facts.notes),
+    }
+
+
+def _gib(value: float) -> float:
+    return round(value / GIB, 2)
+
+
+def evaluate_option(
+    facts: ModelFacts,
+    gpu: GpuSpec,
+    count: int,
+    *,
+    max_model_len: int | Literal["auto"] = "auto",
+    max_model_len_cap: int | None = None,
+    gpu_memory_utilization: float | Literal["auto"] = "auto",
+    free_gib: float | None = None,
+    kv_cache_dtype: KvCacheDtype = "auto",
+    vllm_version: str | None = None,
+    enforce_eager: bool = False,
+    kv_cache_memory_gib: float | None = None,
+    min_model_len: int = DEFAULT_MIN_MODEL_LEN,
+    price_basis: PriceBasis = "serverless",
+) -> ServingOption:
+    """Work out one option (``count`` GPUs of one type, TP = count) and whether it fits.
+
+    Args:
+        facts: The model.
+        gpu: The GPU type.
+        count: GPUs, all used for tensor parallelism.
+        max_model_len: A length to check, or ``"auto"`` for the largest that fits.
+        max_model_len_cap: Upper bound for ``"auto"`` (besides the model's own maximum).
+        gpu_memory_utilization: A fraction to check against free memory, or ``"auto"``.
+        free_gib: Free memory per GPU at start, as vLLM sees it (after its CUDA context);
+            defaults to the GPU's known free memory, else total less the CUDA context.
+        kv_cache_dtype: ``"auto"`` (16-bit) or ``"fp8"``.
+        vllm_version: vLLM version to plan for; the catalog's target by default.
+        enforce_eager: No CUDA graphs.
+        kv_cache_memory_gib: A KV cache size known from vLLM's own log (or set with
+            ``--kv-cache-memory-bytes``); replaces the estimate and its margin.
+        min_model_len: Least context an ``"auto"`` length must reach.
+        price_basis: ``"serverless"`` or ``"pod"`` prices.
+
+    Returns:
+        The option, with ``fits`` and the ``reasons`` it does not.
+    """
+    version_text = vllm_version or load_gpu_catalog().vllm_target_version
+    version = parse_version(version_text)
+    tp = count
+    reasons = tensor_parallel_problems(facts, tp)
+    notes: list[str] = []
+    total = gpu.total_gib * GIB
+    free_known = free_gib if free_gib is not None else gpu.free_gib
+    free = (free_known * GIB) if free_known is not None else total - CUDA_CONTEXT_GIB * GIB
+    if free > total:
+        reasons.append(f"free memory {_gib(free):.2f} GiB is more than the GPU's {_gib(total):.2f} GiB")
+        free = total
+
+    graphs = cuda_graph_gib(version, enforce_eager) * GIB
+    old_graph_headroom = (
+        0.0 if enforce_eager or version >= CUDA_GRAPH_SUBTRACTED_SINCE
+        else (CUDA_GRAPH_GIB + OLD_GRAPH_HEADROOM_GIB) * GIB
+    )  # fmt: skip
+
+    util: float | None
+    if gpu_memory_utilization == "auto":
+        raw = (free - FREE_MEMORY_MARGIN_GIB * GIB) / total
+        if old_graph_headroom:
+            raw = min(raw, 1 - old_graph_headroom / total)
+        util = math.floor(min(raw, AUTO_UTILIZATION_CAP) * 100 + 1e-9) / 100
+        if util <= 0:
+            reasons.append(
+                f"only {_gib(free):.2f} of {_gib(total):.2f} GiB is free: no memory fraction "
+                "is safe to ask for"
+            )
+            util = None
+    else:
+        util = float(gpu_memory_utilization)
+        if not 0 < util <= 1:
+            raise PlanningError(f"--gpu-memory-utilization must be in (0, 1] or auto, got {util}")
+        requested = math.ceil(total * util)
+        if requested > free:
+            most = math.floor(free / total * 100) / 100
+            reasons.append(
+                f"gpu_memory_utilization {util:.2f} needs {_gib(requested):.2f} GiB free at start "
+                f"but {_gib(free):.2f} of {_gib(total):.2f} GiB is free; use at most {most:.2f} "
+                "or 'auto'"
+            )
+        if old_graph_headroom and (1 - util) * total < old_graph_headroom:
+            reasons.append(
+                f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
+                f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB for them"
+            )
+    budget = (util or 0.0) * total
+    weights = facts.weight_bytes / tp
+    activation = activation_peak_gib(facts, gpu, version) * GIB
+    non_torch = non_torch_gib(tp) * GIB
+    batched = default_max_num_batched_tokens(gpu)
+    bpt = kv_bytes_per_token(facts, tp, kv_cache_dtype)
+    block_all_layers = bpt * BLOCK_SIZE
+
+    measured = kv_cache_memory_gib is not None
+    memory_failed = util is None
+    if measured:
+        kv_avail = float(kv_cache_memory_gib or 0) * GIB
+        usable = kv_avail - block_all_layers
+    else:
+        kv_avail = budget - weights - activation - non_torch - graphs
+        usable = kv_avail * (1 - KV_ESTIMATE_MARGIN) - block_all_layers
+        if util is not None and weights > budget:
+            memory_failed = True
+            reasons.append(
+                f"weights {_gib(weights):.2f} GiB per GPU exceed the {_gib(budget):.2f} GiB "
+                f"budget ({util:.2f} x {_gib(total):.2f} GiB)"
+            )
+        elif util is not None and kv_avail <= 0:
+            memory_failed = True
+            reasons.append(
+                f"no memory left for the KV cache: budget {_gib(budget):.2f} - weights "
+                f"{_gib(weights):.2f} - activations {_gib(activation):.2f} - non-torch "
+                f"{_gib(non_torch):.2f} - CUDA graphs {_gib(graphs):.2f} = "
+                f"{_gib(kv_avail):.2f} GiB"
+            )
+    kv_avail = max(kv_avail, 0.0)
+    usable = max(usable, 0.0)
+    kv_tokens = int(kv_avail // block_all_layers) * BLOCK_SIZE if block_all_layers else 0
+
+    model_max = facts.max_position_embeddings
+    limit_auto = min(x for x in (model_max, max_model_len_cap, 10_000_000) if x)
+    largest = largest_fitting_length(facts, tp, usable, limit_auto, kv_cache_dtype, batched)
+    length: int | None
+    if max_model_len == "auto":
+        length = largest
+        wanted = min(min_model_len, limit_auto)
+        if not memory_failed and largest < wanted:
+            if largest == 0:
+                reasons.append("no KV cache memory for even one block of 16 tokens")
+            else:
+                reasons.append(
+                    f"only {largest:,} tokens of context fit (at least {wanted:,} wanted)"
+                )
+        if length == 0:
+            length = None
+    else:
+        length = int(max_model_len)
+        if length < 1:
+            raise PlanningError(f"--max-model-len must be a positive number or auto, got {length}")
+        if model_max and length > model_max:
+            reasons.append(
+                f"max_model_len {length:,} exceeds the model's {model_max:,} (vLLM refuses it "
+                "unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)"
+            )
+        need = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched)
+        if need > usable and not memory_failed:
+            fit = largest_fitting_length(facts, tp, usable, length, kv_cache_dtype, batched)
+            where = (
+                f"{_gib(usable):.2f} GiB is available"
+                if measured
+                else f"only {_gib(usable):.2f} GiB is usable ({_gib(kv_avail):.2f} estimated, "
+                f"less a {KV_ESTIMATE_MARGIN:.0%} margin)"
+            )
+            reasons.append(
+                f"max_model_len {length:,} needs {_gib(need):.2f} GiB of KV cache per GPU but "
+                f"{where}; the largest that fits is {fit:,} (or use 'auto')"
+            )
+    need_len = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched) if length else 0
+    concurrency = round(kv_avail / need_len, 2) if need_len else 0.0
+    if facts.sliding_layers:
+        notes.append(
+            f"{facts.sliding_layers} of {facts.num_layers} layers use a {facts.sliding_window}-"
+            "token sliding window; they hold only the window plus one batch per request"
+        )
+    if tp > facts.num_kv_heads and facts.mla is None:
+        notes.append(f"KV heads are replicated: {facts.num_kv_heads} KV heads on {tp} GPUs")
+    if facts.mla is not None and tp > 1:
+        notes.append("MLA's latent KV cache is replicated on every TP rank")
+    price, basis = gpu.price_per_hour(price_basis)
+    return ServingOption(
+        gpu=gpu.name,
+        gpu_count=count,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=util,
+        max_model_len=length,
+        weights_gib=_gib(weights),
+        kv_bytes_per_token=bpt,
+        kv_cache_gib=_gib(kv_avail),
+        kv_tokens=kv_tokens,
+        max_concurrency=concurrency,
+        usd_per_hour=round(price * count, 4) if price is not None else None,
+        fits=not reasons,
+        reasons=reasons,
+        total_gib=round(gpu.total_gib, 2),
+        free_gib=_gib(free),
+        budget_gib=_gib(budget),
+        activation_gib=_gib(activation),
+        non_torch_gib=_gib(non_torch),
+        cuda_graph_gib=_gib(graphs),
+        kv_needed_gib=_gib(need_len) if need_len else None,
+        largest_fitting_model_len=largest,
+        kv_cache_dtype=kv_cache_dtype,
+        kv_cache_measured=measured,
+        price_basis=basis,
+        runpod_gpu_id=gpu.runpod_id,
+        serverless_pool=gpu.serverless_pool,
+        notes=notes,
+    )
+
+
+def _sort_key(option: ServingOption) -> tuple[Any, ...]:
+    price = option.usd_per_hour if option.usd_per_hour is not None else math.inf
+    return (not option.fits, price, option.gpu_count, -option.kv_tokens, option.gpu)
+
+
+def plan_serving(
+    facts: ModelFacts,
+    *,
+    gpus: Sequence[GpuSpec] | None = None,
+    gpu_count: int | None = None,
+    tensor_parallel_size: int | None = None,
+    max_model_len: int | Literal["auto"] = "auto",
+    max_model_len_cap: int | None = None,
+    gpu_memory_utilization: float | Literal["auto"] = "auto",
+    free_gib: float | None = None,
+    kv_cache_dtype: KvCacheDtype = "auto",
+    vllm_version: str | None = None,
+    enforce_eager: bool = False,
+    kv_cache_memory_gib: float | None = None,
+    min_model_len: int = DEFAULT_MIN_MODEL_LEN,
+    price_basis: PriceBasis = "serverless",
+    suggest: bool = True,
+) -> ServingPlan:
+    """Plan vLLM serving for a model: enumerate GPU types x counts, choose the cheapest fit.
+
+    Args:
+        facts: The model (see :func:`~tuneship.planning.model_facts.load_model_facts`).
+        gpus: GPU types to consider; RunPod's rentable GPUs by default.
+        gpu_count: Only this many GPUs per option.
+        tensor_parallel_size: Only this TP (GPUs = TP; must equal ``gpu_count`` if both).
+        max_model_len: A length to check, or ``"auto"``.
+        max_model_len_cap: Upper bound for ``"auto"``.
+        gpu_memory_utilization: A fraction to check, or ``"auto"``.
+        free_gib: Free memory per GPU at start (as vLLM sees it).
+        kv_cache_dtype: ``"auto"`` or ``"fp8"``.
+        vllm_version: Version to plan for (the catalog's target by default).
+        enforce_eager: Serve without CUDA graphs.
+        kv_cache_memory_gib: KV cache size known from vLLM (replaces the estimate).
+        min_model_len: Least context an ``"auto"`` length must reach.
+        price_basis: ``"serverless"`` (default; official per-second prices) or ``"pod"``.
+        suggest: When nothing fits a restricted search, search wider for a suggestion.
+
+    Returns:
+        The plan; ``plan.chosen`` is None when nothing fits.
+
+    Raises:
+        PlanningError: Contradictory or invalid settings.
+    """
+    if tensor_parallel_size is not None and gpu_count is not None:
+        if tensor_parallel_size != gpu_count:
+            raise PlanningError(
+                f"--tp {tensor_parallel_size} with --gpus {gpu_count}: the planner uses every "
+                "GPU for tensor parallelism, so give one of them or make them equal"
+            )
+    fixed = tensor_parallel_size or gpu_count
+    if fixed is not None and fixed < 1:
+        raise PlanningError(f"--gpus/--tp must be at least 1, got {fixed}")
+    candidates = list(gpus) if gpus is not None else load_gpu_catalog().rentable()
+    if not candidates:
+        raise PlanningError("no GPU types to plan for")
+    kv_dtype_bytes(kv_cache_dtype)  # validate early
+    settings: dict[str, Any] = {
+        "max_model_len": max_model_len,
+        "max_model_len_cap": max_model_len_cap,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "kv_cache_dtype": kv_cache_dtype,
+        "vllm_version": vllm_version,
+        "enforce_eager": enforce_eager,
+        "kv_cache_memory_gib": kv_cache_memory_gib,
+        "min_model_len": min_model_len,
+        "price_basis": price_basis,
+    }
+    options = []
+    for gpu in candidates:
+        if fixed is not None:
+            counts: Sequence[int] = [fixed]
+        elif len(candidates) == 1:
+            counts = range(1, gpu.max_count + 1)
+        else:
+            counts = [c for c in (1, 2, 4, 8) if c <= gpu.max_count]
+        for count in counts:
+            options.append(evaluate_option(facts, gpu, count, free_gib=free_gib, **settings))
+    options.sort(key=_sort_key)
+    version = vllm_version or load_gpu_catalog().vllm_target_version
+    plan = ServingPlan(facts.source, facts, version, kv_cache_dtype, options)
+    if plan.chosen is None and suggest:
+        plan.suggestion = _suggest(facts, candidates, fixed, gpus is not None, free_gib, settings)
+    return plan
+
+
+def _suggest(
+    facts: ModelFacts,
+    candidates: list[GpuSpec],
+    fixed: int | None,
+    restricted_gpus: bool,
+    free_gib: float | None,
+    settings: dict[str, Any],
+) -> ServingOption | None:
+    """The cheapest option that fits in a wider search: more GPUs, then the catalog."""
+    wider: list[ServingOption] = []
+    if fixed is not None:
+        for gpu in candidates:
+            for count in range(1, gpu.max_count + 1):
+                wider.append(evaluate_option(facts, gpu, count, free_gib=free_gib, **settings))
+    if not any(o.fits for o in wider) and (restricted_gpus or fixed is not None):
+        settings = {**settings, "kv_cache_memory_gib": None}
+        for gpu in load_gpu_catalog().rentable():
+            for count in (1, 2, 4, 8):
+                wider.append(evaluate_option(facts, gpu, count, **settings))
+    fitting = sorted((o for o in wider if o.fits), key=_sort_key)
+    return fitting[0] if fitting else None

@@ -1,0 +1,466 @@
+"""The local serving target: vLLM's OpenAI-compatible server as a managed child process.
+
+The server is started from an argument list (never a shell) in its own process group,
+with its output in a log file. It is ready once ``/health`` answers and ``/v1/models``
+lists the served name (with the API key). When it exits, times out or answers wrongly,
+the whole group is stopped, the log is kept, and the error quotes vLLM's own lines.
+
+The API key reaches vLLM through ``VLLM_API_KEY`` (vLLM reads it like ``--api-key``) so
+it does not show in ``ps`` output or in the logged command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneship.config import ServeConfig, default_home
+from tuneship.errors import ServingError
+from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.engine import resolve_engine_command
+from tuneship.serving.gpu_select import (
+    ServingPlan,
+    cuda_env,
+    plan_serving,
+    planner_option,
+    read_local_gpus,
+)
+from tuneship.serving.process import process_start_time, stop_process_group
+
+if TYPE_CHECKING:
+    from tuneship.planning.inventory import LocalGpu
+
+TARGET_NAME = "local-vllm"
+API_KEY_ENV = "TUNESHIP_SERVE_API_KEY"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# "(EngineCore pid=12) ERROR 11-29 16:06:14 [core.py:99] message" -> "message"
+_VLLM_PREFIX = re.compile(
+    r"^(?:\(\w+(?: pid=\d+)?\)\s+)?(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+"
+    r"\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s?"
+)
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?(?:[A-Z]\w*)?(?:Error|Exception|Exit)(?::.*)?$"
+)
+# argparse: "api_server.py: error: argument --max-num-seqs: invalid int value: 'x'"
+_ARGPARSE_ERROR = re.compile(r"^[\w.\-]+: error: .+")
+_MEMORY_HINTS = (
+    "out of memory",
+    "outofmemoryerror",
+    "free memory on device",
+    "no available memory for the cache blocks",
+    "kv cache is needed",
+    "cannot auto-fit max_model_len",
+    "cannot allocate memory",
+    "vllm_cpu_kvcache_space",
+)
+_live_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started, by pid, so stopping them can also reap them."""
+
+
+class ServerStartError(ServingError):
+    """The vLLM server exited, timed out or misbehaved before it was ready."""
+
+    def __init__(self, message: str, log_path: Path | None, engine_lines: list[str]) -> None:
+        super().__init__(message)
+        self.log_path = log_path
+        self.engine_lines = engine_lines
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def format_options(options: dict[str, Any]) -> list[str]:
+    """Turn ``{enforce_eager: True, max_num_seqs: 8}`` into vLLM CLI arguments.
+
+    True becomes a bare flag, False and None are left out, anything else follows its flag.
+    """
+    args: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.lstrip("-").replace("_", "-")
+        if value is None or value is False:
+            continue
+        args.append(flag)
+        if value is not True:
+            args.append(str(value))
+    return args
+
+
+def build_server_args(
+    engine_command: Sequence[str],
+    model: str | Path,
+    options: ServeConfig,
+    plan: ServingPlan,
+    *,
+    served_model_name: str,
+    port: int,
+) -> list[str]:
+    """Return the full argument list that starts the server (no secrets in it)."""
+    args = [
+        *engine_command,
+        "--model",
+        str(model),
+        "--served-model-name",
+        served_model_name,
+        "--host",
+        options.host,
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(plan.max_model_len) if plan.max_model_len else "auto",
+        "--tensor-parallel-size",
+        str(plan.tensor_parallel_size),
+        "--dtype",
+        options.dtype,
+    ]
+    if plan.backend == "cuda" and plan.gpu_memory_utilization is not None:
+        args += ["--gpu-memory-utilization", f"{plan.gpu_memory_utilization:.2f}"]
+    return args + format_options(options.extra_options)
+
+
+def build_server_env(
+    plan: ServingPlan, *, model_is_local: bool, api_key: str, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Return the server's environment: the key, offline mode, KV space or GPU choice."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        VLLM_API_KEY=api_key,
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if model_is_local:
+        # A local folder needs no Hub; offline mode stops vLLM from asking the Hub anyway.
+        env["HF_HUB_OFFLINE"] = "1"
+    if plan.backend == "cpu" and plan.cpu_kvcache_space_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(plan.cpu_kvcache_space_gib)
+    env.update(cuda_env(plan))
+    return env
+
+
+def extract_engine_errors(log_text: str, limit: int = 12) -> list[str]:
+    """Return vLLM's own error lines from a server log (ERROR records, exception lines).
+
+    Args:
+        log_text: The server log.
+        limit: Keep at most this many lines (the last ones: the cause is reported last).
+
+    Returns:
+        The lines without colour codes or vLLM's ``(Proc pid=N) ERROR date [file]`` prefix,
+        duplicates removed.
+    """
+    found: list[str] = []
+    for raw in log_text.splitlines():
+        line = _ANSI.sub("", raw).rstrip()
+        match = _VLLM_PREFIX.match(line)
+        if match:
+            if match.group("level") not in ("ERROR", "CRITICAL"):
+                continue
+            text = line[match.end() :].strip()
+            if not text or text.startswith(("Traceback", "File ", "^")):
+                continue
+        else:
+            text = line.strip()
+            if not (_EXCEPTION_LINE.match(text) or _ARGPARSE_ERROR.match(text)):
+                continue
+        if text not in found:
+            found.append(text)
+    return found[-limit:]
+
+
+def is_memory_error(lines: Sequence[str]) -> bool:
+    """Return whether vLLM's error lines say memory ran out (weights, KV cache, RAM)."""
+    text = "\n".join(lines).lower()
+    return any(hint in text for hint in _MEMORY_HINTS)
+
+
+def memory_suggestion(model: str | Path, options: ServeConfig, plan: ServingPlan) -> str:
+    """Return what to change after a memory error; the planner's advice when it has some."""
+    if plan.backend == "cpu":
+        return (
+            "lower serve.max_model_len or raise serve.cpu_kvcache_space_gib "
+            f"(now {plan.cpu_kvcache_space_gib} GiB)"
+        )
+    advice = (
+        "lower serve.max_model_len, raise serve.tensor_parallel_size, free GPU memory, or "
+        "run `tuneship plan serve` for a configuration that fits"
+    )
+    try:
+        gpus = [g for g in read_local_gpus() if g.index in plan.gpu_indices]
+    except ImportError:
+        return advice
+    option = planner_option(
+        model, options, gpus, plan.gpu_memory_utilization or "auto", plan.max_model_len or "auto"
+    )
+    if option is None:
+        return advice
+    if option.largest_fitting_model_len:
+        return (
+            f"the planner estimates at most max_model_len {option.largest_fitting_model_len:,} "
+            f"fits ({option.summary()}); {advice}"
+        )
+    return f"the planner: {'; '.join(option.reasons) or option.summary()}; {advice}"
+
+
+def _http_get(url: str, api_key: str | None, timeout_s: float) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def url_host(host: str) -> str:
+    """Return the host to put in a URL (clients reach a wildcard bind via loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class LocalVllmTarget:
+    """Serve with vLLM on this machine.
+
+    Args:
+        deployments_dir: Where each deployment's logs and key file go
+            (default: ``$TUNESHIP_HOME/deployments``).
+        gpus: GPU readings to plan with; None reads NVML (tests pass recorded readings).
+        poll_interval_s: Longest pause between readiness probes.
+        on_start: Called with the ``Popen`` right after the server starts (for callers
+            that must be able to stop it before ``deploy`` returns).
+    """
+
+    name = TARGET_NAME
+
+    def __init__(
+        self,
+        deployments_dir: Path | None = None,
+        gpus: Sequence[LocalGpu] | None = None,
+        poll_interval_s: float = 2.0,
+        on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    ) -> None:
+        self.deployments_dir = deployments_dir
+        self.gpus = gpus
+        self.poll_interval_s = poll_interval_s
+        self.on_start = on_start
+
+    def _deployment_dir(self, name: str) -> Path:
+        root = self.deployments_dir or default_home() / "deployments"
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def plan(self, model: str | Path, options: ServeConfig) -> ServingPlan:
+        """Return where and how ``model`` would be served (no process is started)."""
+        return plan_serving(model, options, gpus=self.gpus)
+
+    def deploy(
+        self,
+        model: str | Path,
+        options: ServeConfig,
+        *,
+        name: str,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        plan: ServingPlan | None = None,
+    ) -> DeploymentInfo:
+        """Start vLLM on ``model`` and return once it serves; see :class:`ServingTarget`.
+
+        Args:
+            model: A model folder or a Hub repo id.
+            options: The ``serve`` section.
+            name: Deployment name; also the served model name unless the config sets one.
+            model_name: Registered model name, recorded with the deployment.
+            model_version: Registered model version, recorded with the deployment.
+            plan: A plan from :meth:`plan`; computed when None.
+
+        Raises:
+            EngineNotFoundError: vLLM is not installed (the message has the command).
+            ServerStartError: The server did not become ready; it is stopped, its log kept.
+            ServingError: The options do not fit this machine.
+        """
+        command = resolve_engine_command(options)
+        local = Path(model).expanduser()
+        model_is_local = local.is_dir()
+        model_arg = str(local.resolve()) if model_is_local else str(model)
+        plan = plan or self.plan(model_arg, options)
+        served = options.served_model_name or name
+        port = options.port or find_free_port(options.host)
+        api_key = options.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(32)
+        folder = self._deployment_dir(name)
+        key_file = folder / "api-key"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(api_key + "\n")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = folder / f"server-{stamp}-{os.getpid()}.log"
+        args = build_server_args(
+            command, model_arg, options, plan, served_model_name=served, port=port
+        )
+        env = build_server_env(plan, model_is_local=model_is_local, api_key=api_key)
+        with log_path.open("wb") as log:
+            log.write(f"# tuneship: {json.dumps(args)}\n# plan: {'; '.join(plan.notes)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # own process group: stopping reaches workers too
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ServingError(f"cannot start vLLM ({args[0]}): {exc}") from None
+        _live_children[proc.pid] = proc
+        started = time.monotonic()
+        try:
+            info = DeploymentInfo(
+                name=name,
+                target=self.name,
+                url=f"http://{url_host(options.host)}:{port}/v1",
+                served_model_name=served,
+                api_key=api_key,
+                api_key_file=str(key_file),
+                model=model_arg,
+                model_name=model_name,
+                model_version=model_version,
+                host=options.host,
+                port=port,
+                pid=proc.pid,
+                pgid=proc.pid,
+                pid_start_time=process_start_time(proc.pid),
+                log_path=str(log_path),
+                backend=plan.backend,
+                gpu_indices=plan.gpu_indices,
+                tensor_parallel_size=plan.tensor_parallel_size,
+                max_model_len=plan.max_model_len,
+                gpu_memory_utilization=plan.gpu_memory_utilization,
+            )
+            if self.on_start is not None:
+                self.on_start(proc)
+            self._wait_until_ready(proc, info, options, plan)
+        except BaseException:
+            # Any failure or interruption while starting (SIGTERM, Ctrl-C) stops the group.
+            _live_children.pop(proc.pid, None)
+            stop_process_group(proc.pid, 30.0, proc)
+            raise
+        info.ready_after_s = round(time.monotonic() - started, 2)
+        return info
+
+    def _wait_until_ready(
+        self,
+        proc: subprocess.Popen[bytes],
+        info: DeploymentInfo,
+        options: ServeConfig,
+        plan: ServingPlan,
+    ) -> None:
+        base = info.url.removesuffix("/v1")
+        deadline = time.monotonic() + options.startup_timeout_s
+        pause = 0.5
+        healthy = False
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._fail(info, options, plan, f"vLLM exited with code {code} while starting")
+            try:
+                if not healthy:
+                    status, _ = _http_get(f"{base}/health", None, 5.0)
+                    healthy = status == 200
+                if healthy:
+                    status, body = _http_get(f"{base}/v1/models", info.api_key, 10.0)
+                    if status in (401, 403):
+                        self._fail(
+                            info,
+                            options,
+                            plan,
+                            f"vLLM refused the API key at /v1/models (HTTP {status}); a custom "
+                            "serve.engine_command must pass VLLM_API_KEY through",
+                        )
+                    if status == 200:
+                        served = [m.get("id") for m in json.loads(body).get("data", [])]
+                        if info.served_model_name in served:
+                            return
+                        self._fail(
+                            info,
+                            options,
+                            plan,
+                            f"vLLM serves {served}, not {info.served_model_name!r}",
+                        )
+            except (OSError, ValueError):
+                pass  # not listening yet (connection refused, reset, or a partial answer)
+            if time.monotonic() >= deadline:
+                self._fail(
+                    info,
+                    options,
+                    plan,
+                    f"vLLM was not ready after serve.startup_timeout_s="
+                    f"{options.startup_timeout_s:g} s (raise it for large models)",
+                )
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, self.poll_interval_s)
+
+    def _fail(
+        self, info: DeploymentInfo, options: ServeConfig, plan: ServingPlan, reason: str
+    ) -> None:
+        self.stop(info)
+        log_path = Path(info.log_path) if info.log_path else None
+        text = _read_log(log_path) if log_path else ""
+        lines = extract_engine_errors(text)
+        if lines:
+            quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
+        else:
+            tail = [ln for ln in text.splitlines() if ln.strip()][-15:]
+            quoted = "last log lines:\n" + "\n".join(f"  {_ANSI.sub('', ln)}" for ln in tail)
+        message = f"deployment {info.name!r} of {info.model} failed: {reason}.\n{quoted}"
+        if is_memory_error(lines):
+            message += f"\nSuggestion: {memory_suggestion(info.model, options, plan)}"
+        message += f"\nFull log: {log_path}"
+        raise ServerStartError(message, log_path, lines)
+
+    def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
+        """Stop the server's whole process group (SIGTERM, then SIGKILL); idempotent.
+
+        Raises:
+            ServingError: Some process of the group survived SIGKILL.
+        """
+        if deployment.pgid is None:
+            return
+        child = _live_children.pop(deployment.pgid, None)
+        if child is None and deployment.pid is not None:
+            started = process_start_time(deployment.pid)
+            if started is not None and started != deployment.pid_start_time:
+                return  # the pid now belongs to another process; ours is long gone
+        if not stop_process_group(deployment.pgid, timeout_s, child):
+            raise ServingError(
+                f"deployment {deployment.name!r}: processes of group {deployment.pgid} "
+                "survived SIGKILL"
+            )

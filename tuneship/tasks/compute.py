@@ -1,0 +1,70 @@
+"""Tasks: provision compute and hold one concurrency slot per GPU while training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tuneship.compute.base import ComputeHandle
+from tuneship.compute.local import get_provider
+from tuneship.config import ComputeConfig
+from tuneship.tasks._common import get_logger, retry_on_transient
+
+
+@task(name="provision-gpu", retries=2, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+def provision_compute(compute: ComputeConfig) -> ComputeHandle:
+    """Choose the devices the training job runs on (CPU when there is no GPU).
+
+    Args:
+        compute: The ``compute`` config section.
+
+    Returns:
+        The handle the training task runs on.
+    """
+    handle = get_provider(compute.provider).provision(
+        device=compute.device, gpu_count=compute.gpu_count
+    )
+    get_logger().info(
+        "compute: %s on %s %s (%s)",
+        handle.provider,
+        handle.device,
+        handle.gpu_names or "",
+        handle.note,
+    )
+    return handle
+
+
+@contextmanager
+def hold_gpu_slots(handle: ComputeHandle, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold one Prefect concurrency slot per GPU so two runs never train on the same GPU.
+
+    Each GPU gets a global concurrency limit of 1, created on first use. A CPU handle
+    holds nothing.
+
+    Args:
+        handle: The provisioned compute.
+        timeout_s: How long to wait for a GPU that another run is using.
+
+    Yields:
+        Nothing; the slots are held inside the ``with`` block.
+    """
+    if not handle.slot_names:
+        yield
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        for name in handle.slot_names:
+            try:
+                client.upsert_global_concurrency_limit_by_name(name, limit=1)
+            except ObjectAlreadyExists:
+                pass  # another run created it between our read and our create
+
+    with concurrency(handle.slot_names, occupy=1, timeout_seconds=timeout_s, strict=True):
+        yield

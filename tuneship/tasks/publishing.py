@@ -1,0 +1,127 @@
+"""Tasks: package the merged model, publish it, and register it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tuneship.config import PipelineConfig
+from tuneship.errors import ConfigError
+from tuneship.packaging import CardInfo, PackageResult, package_model
+from tuneship.publishing.base import Publisher, PublishResult
+from tuneship.registry import ModelEntry, Registry
+from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+
+
+@task(name="package-model", retries=0, cache_policy=NO_CACHE)
+def package_merged_model(
+    merged_dir: str, out_dir: str, card: CardInfo, load_check: bool = True
+) -> PackageResult:
+    """Write the model card and .gitattributes, then verify the folder loads.
+
+    Args:
+        merged_dir: The merged model folder.
+        out_dir: Where the packaged folder goes.
+        card: What the model card says.
+        load_check: Also load the weights and generate one token before publishing.
+
+    Returns:
+        The packaged folder and its files.
+    """
+    result = package_model(Path(merged_dir), Path(out_dir), card, load_check=load_check)
+    get_logger().info("package: %s (%d files, %d bytes)", result.path, len(result.files),
+                      result.total_bytes)
+    return result
+
+
+def build_publisher(config: PipelineConfig) -> Publisher:
+    """Return the publisher ``publish.target`` names (local store or Hub)."""
+    if config.publish.target == "hub":
+        from tuneship.blocks.credentials import resolve_hf_token
+        from tuneship.publishing.hub import HubPublisher
+
+        token = resolve_hf_token(config.publish.hf_credentials_block)
+        if token is None:
+            raise ConfigError(
+                "publish.target=hub needs a token: set publish.hf_credentials_block to a "
+                "HuggingFaceCredentials block name, or HF_TOKEN for local use"
+            )
+        return HubPublisher(
+            token=token,
+            endpoint=config.publish.hub_endpoint,
+            private=config.publish.private,
+            branch=config.publish.branch,
+            tags=tuple(config.publish.tags),
+        )
+    from tuneship.publishing.local_store import LocalStorePublisher
+
+    return LocalStorePublisher(config.store_dir())
+
+
+@task(
+    name="publish-model",
+    retries=3,
+    retry_delay_seconds=[10, 30, 90],
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def publish_model(config: PipelineConfig, folder: str, run_label: str) -> PublishResult:
+    """Publish the packaged folder to the local store or the Hub.
+
+    Args:
+        config: The run's configuration (``publish`` section).
+        folder: The packaged folder.
+        run_label: Names the run in the commit message.
+
+    Returns:
+        Where the model went, with its revision.
+    """
+    publisher = build_publisher(config)
+    result = publisher.publish(
+        Path(folder), config.publish.repo_id, commit_message=f"tuneship: {run_label}"
+    )
+    get_logger().info(
+        "publish: %s %s@%s%s",
+        result.target,
+        result.repo_id,
+        result.revision[:12],
+        "" if result.created_new_revision else " (unchanged; nothing new written)",
+    )
+    if result.url:
+        create_link_artifact(
+            link=result.url,
+            link_text=f"{result.repo_id}@{result.revision[:12]}",
+            key=artifact_key(config.name, "published-model"),
+        )
+    else:
+        create_markdown_artifact(
+            markdown=f"Published `{result.repo_id}` revision `{result.revision}` to "
+            f"`{result.location}`",
+            key=artifact_key(config.name, "published-model"),
+        )
+    return result
+
+
+@task(
+    name="register-model",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def register_model(registry_url: str, entry: ModelEntry) -> ModelEntry:
+    """Upsert the model into the registry (running twice creates no duplicate).
+
+    Args:
+        registry_url: SQLAlchemy URL of the registry.
+        entry: What to record.
+
+    Returns:
+        The stored entry.
+    """
+    stored = Registry(registry_url).upsert_model(entry)
+    get_logger().info("registry: %s version %s", stored.name, stored.version)
+    return stored

@@ -1,0 +1,138 @@
+"""Tasks: train with eval and merge, each run from a serialised job spec."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.training import (
+    MergeJobSpec,
+    MergeResult,
+    TrainJobSpec,
+    TrainProgress,
+    TrainResult,
+    run_merge,
+    run_training,
+)
+
+
+def write_spec(spec: TrainJobSpec | MergeJobSpec, path: Path) -> Path:
+    """Serialise a job spec to JSON; the same file can run inside a rented pod."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    return path
+
+
+class _ProgressReporter:
+    """Turns trainer callbacks into a throttled Prefect progress artifact."""
+
+    def __init__(self, run_name: str) -> None:
+        self.artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
+            progress=0.0,
+            key=artifact_key(run_name, "training-progress"),
+            description="Training progress (steps done / total)",
+        )
+        self._last_pct = -1.0
+        self._last_time = 0.0
+        self.logger = get_logger()
+
+    def __call__(self, progress: TrainProgress) -> None:
+        pct = 100.0 * progress.step / progress.max_steps if progress.max_steps else 0.0
+        now = time.monotonic()
+        # At most one update per percent and per 2 s, so long runs do not flood the API.
+        if pct >= 100.0 or (pct - self._last_pct >= 1.0 and now - self._last_time >= 2.0):
+            update_progress_artifact(self.artifact_id, min(pct, 100.0))
+            self._last_pct, self._last_time = pct, now
+        if progress.logs:
+            shown = {k: round(v, 4) for k, v in progress.logs.items() if isinstance(v, float)}
+            if shown:
+                self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+
+
+def _series_table(result: TrainResult) -> list[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for step, value in result.loss_history:
+        rows.setdefault(int(step), {"step": int(step)})["loss"] = round(float(value), 5)
+    for step, value in result.eval_loss_history:
+        rows.setdefault(int(step), {"step": int(step)})["eval_loss"] = round(float(value), 5)
+    return [rows[k] for k in sorted(rows)]
+
+
+@task(
+    name="train-with-eval",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def train_model(spec: TrainJobSpec, run_name: str) -> TrainResult:
+    """Train from a job spec, reporting progress and metric series as artifacts.
+
+    Args:
+        spec: The training job (serialised to ``<output_dir>/train-spec.json`` first).
+        run_name: The run's name, used in artifact keys.
+
+    Returns:
+        Where the adapter (or full model) is, and the losses.
+    """
+    spec_file = write_spec(spec, Path(spec.output_dir) / "train-spec.json")
+    loaded = TrainJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8"))
+    reporter = _ProgressReporter(run_name)
+    result = run_training(loaded, on_progress=reporter)
+    update_progress_artifact(reporter.artifact_id, 100.0)
+    table = _series_table(result)
+    if table:
+        create_table_artifact(
+            table=table,
+            key=artifact_key(run_name, "training-metrics"),
+            description="Training and eval loss (at most ~200 points)",
+        )
+    lines = [
+        "| metric | value |",
+        "|---|---|",
+        f"| method | {result.method} ({result.adapter}) |",
+        f"| steps | {result.global_step} |",
+        f"| train loss | {result.train_loss} |",
+        f"| base eval loss | {result.base_eval_loss} |",
+        f"| fine-tuned eval loss | {result.eval_loss} |",
+        f"| best checkpoint | {result.best_checkpoint} |",
+    ]
+    create_markdown_artifact(
+        markdown="\n".join(lines),
+        key=artifact_key(run_name, "training-summary"),
+        description="Training summary",
+    )
+    return result
+
+
+@task(name="merge-adapter", retries=0, cache_policy=NO_CACHE)
+def merge_adapter(spec: MergeJobSpec) -> MergeResult:
+    """Merge the adapter into the base and verify the merge on eval rows.
+
+    Args:
+        spec: The merge job (serialised to ``<output_dir>/../merge-spec.json`` first).
+
+    Returns:
+        The merged folder and the largest logit difference found by the self-check.
+    """
+    spec_file = write_spec(spec, Path(spec.output_dir).parent / "merge-spec.json")
+    result = run_merge(MergeJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8")))
+    get_logger().info(
+        "merge: %s (max |logit diff| %.2e on %d rows)",
+        result.merged_dir,
+        result.max_abs_logit_diff,
+        result.checked_rows,
+    )
+    return result

@@ -1,0 +1,132 @@
+"""Run a training or merge stage from a JSON spec, e.g. inside a rented pod.
+
+Usage::
+
+    python -m tuneship.training.job train SPEC.json RESULT.json [--progress-file P.jsonl]
+    python -m tuneship.training.job merge SPEC.json RESULT.json
+
+On success RESULT.json holds ``{"ok": true, "result": {...}}``; on an error a user can
+fix it holds ``{"ok": false, "error_type": ..., "message": ...}`` and the exit status is
+1. :func:`read_job_result` turns that file back into a result or the original error.
+Progress lines are printed to stdout as ``TUNESHIP_PROGRESS {json}`` (and appended to
+``--progress-file`` when given) so a caller can follow a remote run from its logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tuneship import errors
+from tuneship.errors import TuneshipError
+from tuneship.training.specs import (
+    MergeJobSpec,
+    MergeResult,
+    TrainJobSpec,
+    TrainProgress,
+    TrainResult,
+)
+
+PROGRESS_PREFIX = "TUNESHIP_PROGRESS "
+_STAGES: dict[str, tuple[type[BaseModel], type[BaseModel], type[TuneshipError]]] = {
+    "train": (TrainJobSpec, TrainResult, errors.TrainingError),
+    "merge": (MergeJobSpec, MergeResult, errors.MergeError),
+}
+
+
+def write_spec(spec: BaseModel, path: str | Path) -> Path:
+    """Write a job spec as JSON and return the path."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    return file
+
+
+def read_job_result(path: str | Path, stage: str) -> Any:
+    """Read a result file written by this module.
+
+    Args:
+        path: The RESULT.json file.
+        stage: ``train`` or ``merge``.
+
+    Returns:
+        A :class:`TrainResult` or :class:`MergeResult`.
+
+    Raises:
+        TuneshipError: The job failed; the error has the job's own type and message.
+    """
+    _, result_type, default_error = _STAGES[stage]
+    file = Path(path)
+    if not file.is_file():
+        raise default_error(f"{stage} job wrote no result file {file} (did it crash?)")
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if data.get("ok"):
+        return result_type.model_validate(data["result"])
+    error_type = getattr(errors, str(data.get("error_type")), None)
+    if not (isinstance(error_type, type) and issubclass(error_type, TuneshipError)):
+        error_type = default_error
+    raise error_type(str(data.get("message", f"{stage} job failed")))
+
+
+def _progress_printer(progress_file: Path | None) -> Any:
+    def report(progress: TrainProgress) -> None:
+        line = progress.model_dump_json()
+        print(PROGRESS_PREFIX + line, flush=True)
+        if progress_file is not None:
+            with progress_file.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+    return report
+
+
+def run_job(stage: str, spec_path: str | Path, progress_file: str | Path | None = None) -> Any:
+    """Load a spec file and run its stage in this process.
+
+    Raises:
+        TuneshipError: The spec is invalid or the stage failed.
+    """
+    spec_type, _, default_error = _STAGES[stage]
+    try:
+        spec = spec_type.model_validate_json(Path(spec_path).read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise default_error(f"{spec_path}: cannot read {stage} spec: {exc}") from None
+    if isinstance(spec, TrainJobSpec):
+        from tuneship.training.train import run_training
+
+        file = Path(progress_file) if progress_file else None
+        return run_training(spec, on_progress=_progress_printer(file))
+    assert isinstance(spec, MergeJobSpec)
+    from tuneship.training.merge import run_merge
+
+    return run_merge(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m tuneship.training.job", description=__doc__)
+    parser.add_argument("stage", choices=sorted(_STAGES))
+    parser.add_argument("spec", help="job spec JSON file")
+    parser.add_argument("result", help="where to write the result JSON")
+    parser.add_argument("--progress-file", help="append progress reports here (JSONL)")
+    args = parser.parse_args(argv)
+    result_file = Path(args.result)
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_job(args.stage, args.spec, args.progress_file)
+    except TuneshipError as exc:
+        payload = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
+        result_file.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    payload = {"ok": True, "result": result.model_dump(mode="json")}
+    result_file.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
