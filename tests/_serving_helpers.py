@@ -59,14 +59,22 @@ def group_pids(pgid: int) -> list[int]:
     return found
 
 
-def assert_group_gone(pgid: int) -> None:
-    """Assert that no process of group ``pgid`` is alive, by psutil and by killpg."""
+def assert_group_gone(pgid: int, reap_wait_s: float = 10.0) -> None:
+    """Assert that no process of group ``pgid`` is alive, by psutil and by killpg.
+
+    Killed orphans are reaped by init shortly after they exit; until then killpg still
+    finds them as zombies, so the killpg check waits a little for that.
+    """
     assert group_pids(pgid) == []
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return
-    raise AssertionError(f"process group {pgid} still has members")
+    deadline = time.monotonic() + reap_wait_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process group {pgid} still has members")
+        time.sleep(0.1)
 
 
 DRIVER = r"""

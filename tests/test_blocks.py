@@ -1,4 +1,4 @@
-"""Credential blocks: Prefect's standard suite, save/load, the entry point, token resolution, CLI."""
+"""Credential blocks: Prefect standard suite, save/load, entry point, token resolution, CLI."""
 
 from __future__ import annotations
 
@@ -47,7 +47,13 @@ def test_slugs_match_the_documented_load_strings() -> None:
 def test_secrets_never_show_in_repr_or_dumps() -> None:
     hf = HuggingFaceCredentials(token=SecretStr(HF_TOKEN), namespace="acme")
     rp = RunPodCredentials(api_key=SecretStr(RUNPOD_KEY))
-    for text in (repr(hf), str(hf.model_dump()), hf.model_dump_json(), repr(rp), rp.model_dump_json()):
+    for text in (
+        repr(hf),
+        str(hf.model_dump()),
+        hf.model_dump_json(),
+        repr(rp),
+        rp.model_dump_json(),
+    ):
         assert HF_TOKEN not in text and RUNPOD_KEY not in text
 
 

@@ -30,9 +30,7 @@ def hub(fake_hub: FakeHub) -> FakeHub:  # noqa: F811 - the imported fixture
 
 
 def _check(hub: FakeHub, token: str | None, repo_id: str | None, base: str | None = None, **kw):  # type: ignore[no-untyped-def]
-    return check_hub_access(
-        SecretStr(token) if token else None, hub.endpoint, repo_id, base, **kw
-    )
+    return check_hub_access(SecretStr(token) if token else None, hub.endpoint, repo_id, base, **kw)
 
 
 # --------------------------------------------------------------- the fake itself
@@ -87,7 +85,7 @@ def test_bad_token_fails_without_leaking_it(hub: FakeHub) -> None:
 
 
 def test_missing_token_when_publishing_is_a_config_error(hub: FakeHub) -> None:
-    with pytest.raises(ConfigError, match="hf_credentials_block.*HF_TOKEN"):
+    with pytest.raises(ConfigError, match=r"hf_credentials_block.*HF_TOKEN"):
         _check(hub, None, "alice/model")
 
 
@@ -114,7 +112,7 @@ def test_fine_grained_token_needs_repo_write_on_the_namespace(hub: FakeHub) -> N
         scoped={"alice": ["repo.content.read", "repo.write"], "acme": ["repo.content.read"]},
     )
     assert _check(hub, scoped, "alice/model").token_role == "fineGrained"
-    with pytest.raises(PublishError, match="without 'repo.write' on 'acme'"):
+    with pytest.raises(PublishError, match=r"without 'repo\.write' on 'acme'"):
         _check(hub, scoped, "acme/model")
 
 
@@ -142,7 +140,7 @@ def test_missing_base_model_and_revision(hub: FakeHub) -> None:
     token = hub.add_token("alice")
     with pytest.raises(ConfigError, match="neither a local folder nor a model"):
         _check(hub, token, None, "acme/no-such-model")
-    with pytest.raises(ConfigError, match="model.revision='v9'"):
+    with pytest.raises(ConfigError, match=r"model\.revision='v9'"):
         _check(hub, token, None, "acme/public-base", base_revision="v9")
     assert _check(hub, None, None, "acme/public-base").base_model == "acme/public-base"
 

@@ -101,7 +101,9 @@ def test_prefect_run_logs_stored_in_the_api_are_masked(prefect_harness: None) ->
     APILogHandler().flush()  # ship queued run logs to the API before reading them back
     with get_client(sync_client=True) as client:
         logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+            log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
         )
     messages = [log.message for log in logs]
     assert any("flow got token hf_***" in m for m in messages), messages

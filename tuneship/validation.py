@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneship.config import PipelineConfig
+from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
 from tuneship.errors import ConfigError, TrainingError, TuneshipError
 
 
@@ -48,22 +48,61 @@ def _check_qlora(config: PipelineConfig) -> str:
 
 
 def _check_publish(config: PipelineConfig) -> str:
-    if config.publish.target != "hub":
-        store = config.store_dir()
-        store.mkdir(parents=True, exist_ok=True)
-        return f"local store {store}"
+    if config.publish.target == "hub":
+        return f"hub repo {config.publish.repo_id} (access checked with the credentials)"
+    store = config.store_dir()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"local store {store}"
+
+
+def base_model_hub_id(config: PipelineConfig) -> str | None:
+    """Return ``model.base`` when it names a Hub model (not the demo or a local folder)."""
+    from tuneship.base_model import is_hub_id
+
+    base = config.model.base
+    if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
+        return None
+    return base
+
+
+def check_credentials(config: PipelineConfig) -> CheckResult:
+    """Check Hub credentials before anything is downloaded or trained.
+
+    The token must be valid (``whoami``), may write to ``publish.repo_id``'s namespace when
+    publishing to the Hub, and must be able to read a gated or private base model.
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        What was checked.
+
+    Raises:
+        TuneshipError: A token is missing, invalid, read-only, or cannot read the base model.
+    """
+    base = base_model_hub_id(config)
+    publishing = config.publish.target == "hub"
+    if not publishing and base is None:
+        return CheckResult(name="credentials", ok=True, detail="none needed")
     from tuneship.blocks.credentials import resolve_hf_token
     from tuneship.hub.preflight import check_hub_access
 
     token = resolve_hf_token(config.publish.hf_credentials_block)
-    if token is None:
-        raise ConfigError(
-            "publish.target=hub needs a Hugging Face token: set publish.hf_credentials_block "
-            "to a HuggingFaceCredentials block name, or set HF_TOKEN for local use"
-        )
-    base = config.model.base if "://" not in config.model.base else None
-    check_hub_access(token, config.publish.hub_endpoint, config.publish.repo_id, base)
-    return f"hub write access to {config.publish.repo_id}"
+    access = check_hub_access(
+        token,
+        config.publish.hub_endpoint,
+        config.publish.repo_id if publishing else None,
+        base,
+        base_revision=config.model.revision,
+    )
+    parts = []
+    if access.user:
+        parts.append(f"token of {access.user}")
+    if access.write_namespace:
+        parts.append(f"can write to {access.write_namespace}")
+    if access.base_model:
+        parts.append(f"can read {access.base_model}")
+    return CheckResult(name="credentials", ok=True, detail=", ".join(parts) or "ok")
 
 
 def check_before_training(config: PipelineConfig, base_model_dir: Path) -> list[CheckResult]:
@@ -118,8 +157,15 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
     from tuneship.data import prepare_dataset
     from tuneship.training import TrainJobSpec, check_training_spec
 
-    base_dir = resolve_base_model(config.model)
-    results = check_before_training(config, base_dir)
+    credentials = check_credentials(config)
+    token = None
+    if base_model_hub_id(config):
+        from tuneship.blocks.credentials import resolve_hf_token
+
+        secret = resolve_hf_token(config.publish.hf_credentials_block)
+        token = secret.get_secret_value() if secret else None
+    base_dir = resolve_base_model(config.model, token=token)
+    results = [credentials, *check_before_training(config, base_dir)]
     with tempfile.TemporaryDirectory(prefix="tuneship-validate-") as tmp:
         prepared = prepare_dataset(
             config.data,
@@ -153,9 +199,6 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
 def _probe_device(config: PipelineConfig) -> str:
     from tuneship.compute.local import get_provider
 
-    try:
-        return get_provider(config.compute.provider).provision(
-            device=config.compute.device, gpu_count=config.compute.gpu_count
-        ).device
-    except TuneshipError:
-        raise
+    return get_provider(config.compute.provider).provision(
+        device=config.compute.device, gpu_count=config.compute.gpu_count
+    ).device

@@ -54,8 +54,12 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 
 def _quiet_env() -> None:
+    # Progress comes from Prefect's task logs; library progress bars would drown it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 @config_app.command("schema")

@@ -30,7 +30,9 @@ def _auto_or_int(value: str, flag: str) -> int | Literal["auto"]:
     try:
         number = int(value.replace("_", "").replace(",", ""))
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a whole number or 'auto'", param_hint=flag)
+        raise typer.BadParameter(
+            f"{value!r} is not a whole number or 'auto'", param_hint=flag
+        ) from None
     if number < 1:
         raise typer.BadParameter(f"{number} must be at least 1", param_hint=flag)
     return number
@@ -42,7 +44,7 @@ def _auto_or_fraction(value: str, flag: str) -> float | Literal["auto"]:
     try:
         number = float(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a number or 'auto'", param_hint=flag)
+        raise typer.BadParameter(f"{value!r} is not a number or 'auto'", param_hint=flag) from None
     if not 0 < number <= 1:
         raise typer.BadParameter(f"{number} must be in (0, 1]", param_hint=flag)
     return number

@@ -24,7 +24,7 @@ from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
-from tuneship.validation import check_before_training
+from tuneship.validation import base_model_hub_id, check_before_training, check_credentials
 
 
 class RunSummary(BaseModel):
@@ -57,7 +57,27 @@ class RunSummary(BaseModel):
 )
 def resolve_base_model_task(config: PipelineConfig) -> str:
     """Return a local folder of the base model (downloading or building it as needed)."""
-    return str(resolve_base_model(config.model))
+    token = None
+    if base_model_hub_id(config):
+        from tuneship.blocks.credentials import resolve_hf_token
+
+        secret = resolve_hf_token(config.publish.hf_credentials_block)
+        token = secret.get_secret_value() if secret else None
+    return str(resolve_base_model(config.model, token=token))
+
+
+@task(
+    name="check-credentials",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def check_credentials_task(config: PipelineConfig) -> str:
+    """Check Hub tokens, write access and base-model access before anything is downloaded."""
+    result = check_credentials(config)
+    get_logger().info("credentials: %s", result.detail)
+    return result.detail
 
 
 @task(name="check-before-training", cache_policy=NO_CACHE)
@@ -118,6 +138,7 @@ def finetune_and_deploy(
     run_dir = config.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    check_credentials_task(config)
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
@@ -137,7 +158,7 @@ def finetune_and_deploy(
         trust_remote_code=config.model.trust_remote_code,
     )
     with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-        trained = train_model(train_spec, config.name)
+        trained = train_model(train_spec, config.name, config.publish)
 
     gate: GateResult = check_eval_gate(
         trained.base_eval_loss,

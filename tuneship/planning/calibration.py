@@ -80,7 +80,8 @@ def run_calibration() -> list[CalibrationResult]:
                 point_id=point["id"],
                 model=point["model"],
                 setting=(
-                    f"{point['gpu']} {point['gpu_total_gib']} GiB, TP {point['tensor_parallel_size']}, "
+                    f"{point['gpu']} {point['gpu_total_gib']} GiB, "
+                    f"TP {point['tensor_parallel_size']}, "
                     f"util {point['gpu_memory_utilization']}, vLLM {point['vllm_version']}, "
                     f"KV {point['kv_cache_dtype']}"
                 ),

@@ -60,7 +60,7 @@ class GpuSpec:
     @property
     def total_bytes(self) -> int:
         """Total memory in bytes."""
-        return int(round(self.total_gib * GIB))
+        return round(self.total_gib * GIB)
 
     @property
     def rentable(self) -> bool:
@@ -279,8 +279,9 @@ def load_runpod_catalog(client: RunpodGpuSource | None = None) -> list[GpuSpec]:
     try:
         rows = client.get_gpu_types()
     except TuneshipError as exc:
-        log.warning("RunPod GPU list unavailable (%s); using the snapshot of %s", exc,
-                    catalog.retrieved)
+        log.warning(
+            "RunPod GPU list unavailable (%s); using the snapshot of %s", exc, catalog.retrieved
+        )
         return catalog.rentable()
     merged = merge_runpod_gpu_types(rows, catalog)
     return merged or catalog.rentable()

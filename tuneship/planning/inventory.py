@@ -141,9 +141,7 @@ def list_local_gpus(nvml: Any = None) -> list[LocalGpu]:
     return gpus
 
 
-def pick_least_loaded(
-    gpus: list[LocalGpu], count: int, min_free_bytes: int = 0
-) -> list[LocalGpu]:
+def pick_least_loaded(gpus: list[LocalGpu], count: int, min_free_bytes: int = 0) -> list[LocalGpu]:
     """Choose the ``count`` least-loaded GPUs: most free memory, then lowest utilisation.
 
     Args:
@@ -165,9 +163,12 @@ def pick_least_loaded(
         key=lambda g: (-g.free_bytes, g.utilization if g.utilization is not None else 101, g.index),
     )
     if len(ranked) < count:
-        seen = ", ".join(
-            f"#{g.index} {g.name} {g.free_gib:.2f}/{g.total_gib:.2f} GiB free" for g in gpus
-        ) or "none"
+        seen = (
+            ", ".join(
+                f"#{g.index} {g.name} {g.free_gib:.2f}/{g.total_gib:.2f} GiB free" for g in gpus
+            )
+            or "none"
+        )
         need = f" with at least {min_free_bytes / GIB:.2f} GiB free" if min_free_bytes else ""
         raise ComputeError(f"need {count} local GPU(s){need}, found {len(ranked)} (GPUs: {seen})")
     return ranked[:count]

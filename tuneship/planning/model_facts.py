@@ -12,7 +12,6 @@ from the safetensors file headers, or from a parameter count computed from the c
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import struct
@@ -36,13 +35,6 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1,
 }
 """Bytes per element of the dtypes configs name."""
-
-SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-    "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1,
-    "BOOL": 1, "F4": 0.5,
-}  # fmt: skip
-"""Bytes per element of safetensors dtypes (safetensors format spec)."""
 
 _TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "gemma3_text"}
 """model_types whose transformers config defaults tie_word_embeddings to True."""
@@ -235,8 +227,9 @@ def _layer_types(cfg: dict[str, Any], num_layers: int) -> tuple[tuple[str, ...],
         return kinds, (int(window) if "sliding_attention" in kinds else None)
     model_type = cfg.get("model_type", "")
     if model_type == "gemma2":
-        kinds = tuple("sliding_attention" if i % 2 == 0 else "full_attention"
-                      for i in range(num_layers))  # fmt: skip
+        kinds = tuple(
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)
+        )
         return kinds, int(window)
     if model_type in ("gemma3", "gemma3_text"):
         pattern = int(cfg.get("sliding_window_pattern") or 6)
@@ -247,8 +240,9 @@ def _layer_types(cfg: dict[str, Any], num_layers: int) -> tuple[tuple[str, ...],
         return kinds, int(window)
     if cfg.get("use_sliding_window") is True:
         start = int(cfg.get("max_window_layers") or 0)
-        kinds = tuple("sliding_attention" if i >= start else "full_attention"
-                      for i in range(num_layers))  # fmt: skip
+        kinds = tuple(
+            "sliding_attention" if i >= start else "full_attention" for i in range(num_layers)
+        )
         return kinds, (int(window) if "sliding_attention" in kinds else None)
     return full, None
 
@@ -309,10 +303,10 @@ def _quant_facts(config: dict[str, Any], cfg: dict[str, Any]) -> QuantFacts | No
         # MXFP4: 4-bit values plus one 8-bit scale per 32 (OCP MX spec) = 4.25 bits.
         return QuantFacts(method, 4.25, group_size=32, modules_not_converted=skipped)
     if method == "bitsandbytes":
-        bits = 4 if quant.get("load_in_4bit") else 8
-        return QuantFacts(method, bits, group_size=64, modules_not_converted=skipped)
-    bits = quant.get("bits") or quant.get("w_bit") or quant.get("weight_bits")
-    group = quant.get("group_size") or quant.get("q_group_size")
+        bnb_bits = 4 if quant.get("load_in_4bit") else 8
+        return QuantFacts(method, bnb_bits, group_size=64, modules_not_converted=skipped)
+    bits: Any = quant.get("bits") or quant.get("w_bit") or quant.get("weight_bits")
+    group: Any = quant.get("group_size") or quant.get("q_group_size")
     if method == "compressed-tensors":
         groups = quant.get("config_groups") or {}
         for group_cfg in groups.values():
@@ -670,7 +664,7 @@ def facts_from_config(
 
 
 def parameter_breakdown(facts: ModelFacts) -> dict[str, int]:
-    """Parameters by role: ``embedding``, ``linear``, ``expert_linear``, ``other``, ``lora_per_rank``.
+    """Parameters by role: embedding, linear, expert_linear, other and lora_per_rank.
 
     ``lora_per_rank`` is the LoRA parameter count at rank 1 over every decoder Linear
     (PEFT's ``all-linear``); multiply by the rank.
@@ -724,6 +718,7 @@ def _load_from_hub(repo_id: str, revision: str | None, token: str | None) -> Mod
         HfHubHTTPError,
         LocalEntryNotFoundError,
         NotASafetensorsRepoError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -743,13 +738,17 @@ def _load_from_hub(repo_id: str, revision: str | None, token: str | None) -> Mod
         ) from None
     except RevisionNotFoundError:
         raise PlanningError(f"revision {revision!r} of {repo_id} not found on {endpoint}") from None
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise PlanningError(
+                f"config.json of {repo_id} is not cached and HF_HUB_OFFLINE is set; "
+                "pass a local folder or config.json"
+            ) from None
+        raise TransientError(
+            f"{endpoint} is unreachable and config.json of {repo_id} is not cached"
+        ) from None
     except EntryNotFoundError:
         raise PlanningError(f"{repo_id} on {endpoint} has no config.json") from None
-    except LocalEntryNotFoundError:
-        raise PlanningError(
-            f"config.json of {repo_id} is not cached and the Hub is unreachable or "
-            "HF_HUB_OFFLINE is set; pass a local folder or config.json"
-        ) from None
     except HfHubHTTPError as exc:
         raise TransientError(f"reading {repo_id} from {endpoint} failed: {exc}") from None
     config = _read_config(Path(config_path))
@@ -764,8 +763,8 @@ def _load_from_hub(repo_id: str, revision: str | None, token: str | None) -> Mod
         )
         if total:
             weight = (int(total), "safetensors index total_size")
-    except (EntryNotFoundError, LocalEntryNotFoundError, json.JSONDecodeError):
-        weight = None
+    except (EntryNotFoundError, OfflineModeIsEnabled, json.JSONDecodeError):
+        weight = None  # no index (single-file or non-safetensors repo)
     except HfHubHTTPError as exc:
         raise TransientError(f"reading {repo_id}'s safetensors index failed: {exc}") from None
     if weight is None:
@@ -778,8 +777,8 @@ def _load_from_hub(repo_id: str, revision: str | None, token: str | None) -> Mod
                     size += end - start
             if size:
                 weight = (size, "safetensors headers")
-        except (NotASafetensorsRepoError, EntryNotFoundError, LocalEntryNotFoundError):
-            weight = None
+        except (NotASafetensorsRepoError, EntryNotFoundError, OfflineModeIsEnabled):
+            weight = None  # sizes come from the config instead
         except HfHubHTTPError as exc:
             raise TransientError(f"reading {repo_id}'s safetensors headers failed: {exc}") from None
     return facts_from_config(config, repo_id, weight)
@@ -813,9 +812,7 @@ def load_model_facts(
     if path.is_file():
         config = _read_config(path)
         folder = path.parent
-        weights = (
-            _weight_bytes_from_folder(folder) if path.name == "config.json" else None
-        )
+        weights = _weight_bytes_from_folder(folder) if path.name == "config.json" else None
         return facts_from_config(config, text, weights)
     if text.endswith(".json") or not HUB_ID.match(text):
         raise PlanningError(f"{text}: no such file or folder, and not a Hub model id")
@@ -827,7 +824,9 @@ def kv_heads_per_gpu(facts: ModelFacts, tensor_parallel_size: int) -> int:
     return max(1, facts.num_kv_heads // tensor_parallel_size)
 
 
-def layer_kv_bytes_per_token(facts: ModelFacts, tensor_parallel_size: int, dtype_bytes: float) -> int:
+def layer_kv_bytes_per_token(
+    facts: ModelFacts, tensor_parallel_size: int, dtype_bytes: float
+) -> int:
     """KV-cache bytes one layer stores per token on one GPU.
 
     Full attention: ``2 x kv_heads_per_gpu x head_dim x dtype`` (K and V). MLA: one latent
@@ -842,8 +841,3 @@ def layer_kv_bytes_per_token(facts: ModelFacts, tensor_parallel_size: int, dtype
 def ceil_div(a: int, b: int) -> int:
     """Integer ceiling division."""
     return -(-a // b)
-
-
-def is_finite_positive(value: float) -> bool:
-    """Whether ``value`` is a finite number above zero."""
-    return math.isfinite(value) and value > 0

@@ -14,8 +14,9 @@ def _num(value: float | int | None, fmt: str = "{:,}") -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]  # fmt: skip
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -61,9 +62,11 @@ def render_serving_plan(plan: ServingPlan) -> str:
     )
     lines = [
         f"Model:  {plan.model}",
-        f"        {facts.model_type or '?'}, {facts.param_count / 1e9:.2f} B params, weights "
-        f"{facts.weight_gib:.2f} GiB ({facts.weight_bytes_source}), dtype {facts.dtype or 'not declared'}",
-        f"        {facts.num_layers} layers, {attention}, {facts.num_attention_heads} attention heads, "
+        f"        {facts.model_type or '?'}, {facts.param_count / 1e9:.2f} B params, "
+        f"weights {facts.weight_gib:.2f} GiB ({facts.weight_bytes_source}), "
+        f"dtype {facts.dtype or 'not declared'}",
+        f"        {facts.num_layers} layers, {attention}, "
+        f"{facts.num_attention_heads} attention heads, "
         f"max context {_num(facts.max_position_embeddings)}",
     ]
     if facts.sliding_layers:
@@ -86,7 +89,8 @@ def render_serving_plan(plan: ServingPlan) -> str:
     if chosen is not None:
         lines.append(f"Chosen: {chosen.summary()}")
         extra = (
-            f"        per GPU: budget {chosen.budget_gib:.2f} GiB = weights {chosen.weights_gib:.2f}"
+            f"        per GPU: budget {chosen.budget_gib:.2f} GiB"
+            f" = weights {chosen.weights_gib:.2f}"
             f" + activations {chosen.activation_gib:.2f} + non-torch {chosen.non_torch_gib:.2f}"
             f" + CUDA graphs {chosen.cuda_graph_gib:.2f} + KV cache {chosen.kv_cache_gib:.2f}"
         )
@@ -100,8 +104,20 @@ def render_serving_plan(plan: ServingPlan) -> str:
         if plan.suggestion is not None:
             lines.append(f"Would fit: {plan.suggestion.summary()}")
     lines.append("")
-    headers = ["", "GPU", "N", "TP", "util", "max_len", "weights", "KV GiB", "KV tokens",
-               "conc", "$/h", "fits"]  # fmt: skip
+    headers = [
+        "",
+        "GPU",
+        "N",
+        "TP",
+        "util",
+        "max_len",
+        "weights",
+        "KV GiB",
+        "KV tokens",
+        "conc",
+        "$/h",
+        "fits",
+    ]
     rows = [_serving_cells(o, o is chosen) for o in plan.options]
     table = _table(headers, rows, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
     lines.extend(table[:2])

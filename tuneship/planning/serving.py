@@ -137,8 +137,10 @@ def activation_peak_gib(facts: ModelFacts, gpu: GpuSpec, version: tuple[int, int
     if batched <= 2048:
         return ACTIVATION_SMALL_GPU_GIB
     if version < ACTIVATION_DROP_VERSION:
-        base = ACTIVATION_LEGACY_GPT_OSS_GIB if facts.model_type == "gpt_oss" else (
-            ACTIVATION_LEGACY_GIB
+        base = (
+            ACTIVATION_LEGACY_GPT_OSS_GIB
+            if facts.model_type == "gpt_oss"
+            else ACTIVATION_LEGACY_GIB
         )
     else:
         base = ACTIVATION_DENSE_GIB
@@ -234,9 +236,12 @@ def kv_bytes_per_token(facts: ModelFacts, tp: int, kv_cache_dtype: str = "auto")
 
 
 def kv_request_bytes(
-    facts: ModelFacts, tp: int, length: int, kv_cache_dtype: str = "auto",
+    facts: ModelFacts,
+    tp: int,
+    length: int,
+    kv_cache_dtype: str = "auto",
     max_num_batched_tokens: int = 8192,
-) -> int:  # fmt: skip
+) -> int:
     """KV bytes per GPU one request of ``length`` tokens needs.
 
     Full-attention (and MLA) layers need ``cdiv(length, 16)`` blocks; sliding-window
@@ -255,9 +260,13 @@ def kv_request_bytes(
 
 
 def largest_fitting_length(
-    facts: ModelFacts, tp: int, kv_bytes: float, limit: int, kv_cache_dtype: str = "auto",
+    facts: ModelFacts,
+    tp: int,
+    kv_bytes: float,
+    limit: int,
+    kv_cache_dtype: str = "auto",
     max_num_batched_tokens: int = 8192,
-) -> int:  # fmt: skip
+) -> int:
     """The longest request (<= ``limit`` tokens) whose KV cache fits in ``kv_bytes``.
 
     Returns ``limit`` when it fits, else the largest multiple of 16 that fits, else 0.
@@ -452,14 +461,17 @@ def evaluate_option(
     free_known = free_gib if free_gib is not None else gpu.free_gib
     free = (free_known * GIB) if free_known is not None else total - CUDA_CONTEXT_GIB * GIB
     if free > total:
-        reasons.append(f"free memory {_gib(free):.2f} GiB is more than the GPU's {_gib(total):.2f} GiB")
+        reasons.append(
+            f"free memory {_gib(free):.2f} GiB is more than the GPU's {_gib(total):.2f} GiB"
+        )
         free = total
 
     graphs = cuda_graph_gib(version, enforce_eager) * GIB
     old_graph_headroom = (
-        0.0 if enforce_eager or version >= CUDA_GRAPH_SUBTRACTED_SINCE
+        0.0
+        if enforce_eager or version >= CUDA_GRAPH_SUBTRACTED_SINCE
         else (CUDA_GRAPH_GIB + OLD_GRAPH_HEADROOM_GIB) * GIB
-    )  # fmt: skip
+    )
 
     util: float | None
     if gpu_memory_utilization == "auto":
@@ -488,7 +500,8 @@ def evaluate_option(
         if old_graph_headroom and (1 - util) * total < old_graph_headroom:
             reasons.append(
                 f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
-                f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB for them"
+                f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB "
+                "for them"
             )
     budget = (util or 0.0) * total
     weights = facts.weight_bytes / tp
@@ -653,12 +666,15 @@ def plan_serving(
     Raises:
         PlanningError: Contradictory or invalid settings.
     """
-    if tensor_parallel_size is not None and gpu_count is not None:
-        if tensor_parallel_size != gpu_count:
-            raise PlanningError(
-                f"--tp {tensor_parallel_size} with --gpus {gpu_count}: the planner uses every "
-                "GPU for tensor parallelism, so give one of them or make them equal"
-            )
+    if (
+        tensor_parallel_size is not None
+        and gpu_count is not None
+        and tensor_parallel_size != gpu_count
+    ):
+        raise PlanningError(
+            f"--tp {tensor_parallel_size} with --gpus {gpu_count}: the planner uses every "
+            "GPU for tensor parallelism, so give one of them or make them equal"
+        )
     fixed = tensor_parallel_size or gpu_count
     if fixed is not None and fixed < 1:
         raise PlanningError(f"--gpus/--tp must be at least 1, got {fixed}")

@@ -130,9 +130,11 @@ class TrainingPlan:
         if self.chosen is not None:
             return self.chosen
         closest = min(self.options, key=lambda o: o.peak_gib - o.usable_gib, default=None)
-        hint = f"; closest: {closest.gpu_count} x {closest.gpu}: {'; '.join(closest.reasons)}" if (
-            closest
-        ) else ""
+        hint = (
+            f"; closest: {closest.gpu_count} x {closest.gpu}: {'; '.join(closest.reasons)}"
+            if (closest)
+            else ""
+        )
         raise PlanningError(
             f"{self.method} training of {self.model} needs {self.peak_gib:.2f} GiB on one GPU "
             f"and no option fits{hint}. Try --gradient-checkpointing, a smaller --batch-size "
@@ -170,8 +172,12 @@ def training_memory_parts(
     """
     if method not in ("lora", "qlora", "full"):
         raise PlanningError(f"--method must be lora, qlora or full, got {method!r}")
-    for label, value in (("seq-len", seq_len), ("batch-size", batch_size), ("lora r", lora_r),
-                         ("gpu count", gpu_count)):  # fmt: skip
+    for label, value in (
+        ("seq-len", seq_len),
+        ("batch-size", batch_size),
+        ("lora r", lora_r),
+        ("gpu count", gpu_count),
+    ):
         if value < 1:
             raise PlanningError(f"--{label} must be at least 1, got {value}")
     breakdown = parameter_breakdown(facts)
@@ -250,9 +256,13 @@ def plan_training(
         The plan; ``peak_gib``/``parts`` are for one GPU, each option has its own.
     """
     parts, trainable = training_memory_parts(
-        facts, method, seq_len=seq_len, batch_size=batch_size,
-        gradient_checkpointing=gradient_checkpointing, lora_r=lora_r,
-    )  # fmt: skip
+        facts,
+        method,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        gradient_checkpointing=gradient_checkpointing,
+        lora_r=lora_r,
+    )
     peak = sum(parts.values())
     notes = []
     if method == "qlora":
@@ -274,9 +284,14 @@ def plan_training(
             if count > gpu.max_count:
                 continue
             per_gpu, _ = training_memory_parts(
-                facts, method, seq_len=seq_len, batch_size=batch_size,
-                gradient_checkpointing=gradient_checkpointing, lora_r=lora_r, gpu_count=count,
-            )  # fmt: skip
+                facts,
+                method,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                gradient_checkpointing=gradient_checkpointing,
+                lora_r=lora_r,
+                gpu_count=count,
+            )
             option_peak = sum(per_gpu.values())
             usable = gpu.total_gib * GIB * USABLE_FRACTION
             reasons = []

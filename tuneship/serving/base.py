@@ -26,7 +26,7 @@ class DeploymentInfo(BaseModel):
     target: str = Field(description="Serving target, e.g. 'local-vllm'.")
     url: str = Field(description="OpenAI-compatible base URL, ending in /v1.")
     served_model_name: str = Field(description="The 'model' field clients send.")
-    api_key: str = Field(repr=False, exclude=True, description="Bearer token (secret).")
+    api_key: str = Field(default="", repr=False, exclude=True, description="Bearer token (secret).")
     api_key_file: str | None = Field(default=None, description="0600 file that holds the API key.")
     model: str = Field(description="Model folder or Hub repo id that is served.")
     model_name: str | None = Field(default=None, description="Registered model name.")

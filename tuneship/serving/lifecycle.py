@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from tuneship.config import ServeConfig
-from tuneship.errors import ServingError
+from tuneship.errors import ServingError, TuneshipError
 from tuneship.serving.base import DeploymentInfo, ServingTarget
 from tuneship.serving.process import process_start_time, stop_process_group
 
@@ -70,10 +70,14 @@ def _record(registry_url: str | None, info: DeploymentInfo, status: str) -> None
 
 
 def _set_status(registry_url: str | None, name: str, status: str) -> None:
+    """Record a status while cleaning up; a registry failure must not hide the real error."""
     if registry_url is None:
         return
-    with contextlib.closing(_registry(registry_url)) as registry:
-        registry.set_deployment_status(name, status)
+    try:
+        with contextlib.closing(_registry(registry_url)) as registry:
+            registry.set_deployment_status(name, status)
+    except TuneshipError as exc:
+        logger.error("could not record status %r of deployment %r: %s", status, name, exc)
 
 
 @contextlib.contextmanager

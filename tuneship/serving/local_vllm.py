@@ -36,7 +36,7 @@ from tuneship.serving.gpu_select import (
     planner_option,
     read_local_gpus,
 )
-from tuneship.serving.process import process_start_time, stop_process_group
+from tuneship.serving.process import process_start_time, register_child, stop_process_group
 
 if TYPE_CHECKING:
     from tuneship.planning.inventory import LocalGpu
@@ -64,8 +64,6 @@ _MEMORY_HINTS = (
     "cannot allocate memory",
     "vllm_cpu_kvcache_space",
 )
-_live_children: dict[int, subprocess.Popen[bytes]] = {}
-"""Servers this process started, by pid, so stopping them can also reap them."""
 
 
 class ServerStartError(ServingError):
@@ -172,8 +170,12 @@ def extract_engine_errors(log_text: str, limit: int = 12) -> list[str]:
         if match:
             if match.group("level") not in ("ERROR", "CRITICAL"):
                 continue
-            text = line[match.end() :].strip()
-            if not text or text.startswith(("Traceback", "File ", "^")):
+            text = line[match.end() :]
+            # logger.exception prefixes every traceback line; keep only unindented ones.
+            if not text.strip() or text[0].isspace():
+                continue
+            text = text.strip()
+            if text.startswith(("Traceback", "During handling", "The above exception")):
                 continue
         else:
             text = line.strip()
@@ -340,7 +342,7 @@ class LocalVllmTarget:
                 )
             except OSError as exc:
                 raise ServingError(f"cannot start vLLM ({args[0]}): {exc}") from None
-        _live_children[proc.pid] = proc
+        register_child(proc)
         started = time.monotonic()
         try:
             info = DeploymentInfo(
@@ -370,7 +372,6 @@ class LocalVllmTarget:
             self._wait_until_ready(proc, info, options, plan)
         except BaseException:
             # Any failure or interruption while starting (SIGTERM, Ctrl-C) stops the group.
-            _live_children.pop(proc.pid, None)
             stop_process_group(proc.pid, 30.0, proc)
             raise
         info.ready_after_s = round(time.monotonic() - started, 2)
@@ -454,12 +455,11 @@ class LocalVllmTarget:
         """
         if deployment.pgid is None:
             return
-        child = _live_children.pop(deployment.pgid, None)
-        if child is None and deployment.pid is not None:
+        if deployment.pid is not None:
             started = process_start_time(deployment.pid)
             if started is not None and started != deployment.pid_start_time:
                 return  # the pid now belongs to another process; ours is long gone
-        if not stop_process_group(deployment.pgid, timeout_s, child):
+        if not stop_process_group(deployment.pgid, timeout_s):
             raise ServingError(
                 f"deployment {deployment.name!r}: processes of group {deployment.pgid} "
                 "survived SIGKILL"

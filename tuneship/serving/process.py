@@ -14,6 +14,13 @@ import time
 from pathlib import Path
 
 _PROC = Path("/proc")
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Group leaders this process started, by pid, so that stopping them also reaps them."""
+
+
+def register_child(proc: subprocess.Popen[bytes]) -> None:
+    """Remember a group leader this process started (see :func:`stop_process_group`)."""
+    _children[proc.pid] = proc
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -85,11 +92,14 @@ def stop_process_group(
     Args:
         pgid: The process group (the server's pid, since it started a new session).
         timeout_s: Grace period for a clean shutdown before SIGKILL.
-        child: The ``Popen`` of the group leader when this process started it (reaped).
+        child: The ``Popen`` of the group leader when this process started it (reaped);
+            leaders passed to :func:`register_child` are found without it.
 
     Returns:
         True when no process of the group is left.
     """
+    # A leader this process started must be reaped, or it lingers as a zombie member.
+    child = _children.pop(pgid, None) or child
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)

@@ -16,6 +16,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from tuneship.config import PublishConfig
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 from tuneship.training import (
     MergeJobSpec,
@@ -61,6 +62,36 @@ class _ProgressReporter:
                 self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
 
 
+def prepare_hub_checkpoints(
+    spec: TrainJobSpec, publish: PublishConfig | None, run_name: str
+) -> list[Any]:
+    """Return the checkpoint-pushing callback, fetching a pushed checkpoint to resume from.
+
+    Args:
+        spec: The training job.
+        publish: The ``publish`` config section, or None.
+        run_name: Names the run in checkpoint commit messages.
+
+    Returns:
+        Extra trainer callbacks (empty unless checkpoints are pushed to the Hub).
+    """
+    if publish is None or publish.target != "hub" or not publish.push_checkpoints:
+        return []
+    from tuneship.blocks.credentials import resolve_hf_token
+    from tuneship.hub.checkpoints import PushCheckpointsCallback, download_latest_checkpoint
+    from tuneship.hub.client import make_api
+    from tuneship.training.train import find_latest_checkpoint
+
+    api = make_api(resolve_hf_token(publish.hf_credentials_block), publish.hub_endpoint)
+    if spec.training.resume_from_checkpoint == "auto" and find_latest_checkpoint(
+        Path(spec.output_dir)
+    ) is None:
+        fetched = download_latest_checkpoint(api, publish.repo_id, Path(spec.output_dir))
+        if fetched is not None:
+            get_logger().info("resume: fetched %s from the Hub", fetched.name)
+    return [PushCheckpointsCallback(api, publish.repo_id, run_name=run_name)]
+
+
 def _series_table(result: TrainResult) -> list[dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     for step, value in result.loss_history:
@@ -77,20 +108,30 @@ def _series_table(result: TrainResult) -> list[dict[str, Any]]:
     retry_condition_fn=retry_on_transient,
     cache_policy=NO_CACHE,
 )
-def train_model(spec: TrainJobSpec, run_name: str) -> TrainResult:
+def train_model(
+    spec: TrainJobSpec, run_name: str, publish: PublishConfig | None = None
+) -> TrainResult:
     """Train from a job spec, reporting progress and metric series as artifacts.
+
+    With ``publish.target=hub`` and ``publish.push_checkpoints``, every saved checkpoint is
+    pushed to the repo's ``checkpoints`` branch, and ``training.resume_from_checkpoint=auto``
+    first fetches the newest pushed checkpoint when none is on local disk, so a lost machine
+    costs at most one save interval.
 
     Args:
         spec: The training job (serialised to ``<output_dir>/train-spec.json`` first).
         run_name: The run's name, used in artifact keys.
+        publish: The ``publish`` config section (for checkpoint pushing); tokens are read from
+            the credentials block or environment here, never passed as parameters.
 
     Returns:
         Where the adapter (or full model) is, and the losses.
     """
     spec_file = write_spec(spec, Path(spec.output_dir) / "train-spec.json")
     loaded = TrainJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8"))
+    callbacks = prepare_hub_checkpoints(loaded, publish, run_name)
     reporter = _ProgressReporter(run_name)
-    result = run_training(loaded, on_progress=reporter)
+    result = run_training(loaded, on_progress=reporter, callbacks=callbacks)
     update_progress_artifact(reporter.artifact_id, 100.0)
     table = _series_table(result)
     if table:
