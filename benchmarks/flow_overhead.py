@@ -60,30 +60,56 @@ def run_plain(config) -> float:  # type: ignore[no-untyped-def]
     base = resolve_base_model(config.model)
     check_before_training(config, base)
     prepared = prepare_dataset(
-        config.data, config.training.method, config.training.evaluates, run_dir / "data",
+        config.data,
+        config.training.method,
+        config.training.evaluates,
+        run_dir / "data",
         tokenizer=AutoTokenizer.from_pretrained(base),
     )
     handle = get_provider("local").provision(device=config.compute.device, gpu_count=1)
-    trained = run_training(TrainJobSpec(
-        model_path=str(base), train_path=prepared.train_path, eval_path=prepared.eval_path,
-        trainer_format=prepared.trainer_format, output_dir=str(run_dir / "train"),
-        training=config.training, max_length=config.data.max_length, device=handle.device,
-    ))
+    trained = run_training(
+        TrainJobSpec(
+            model_path=str(base),
+            train_path=prepared.train_path,
+            eval_path=prepared.eval_path,
+            trainer_format=prepared.trainer_format,
+            output_dir=str(run_dir / "train"),
+            training=config.training,
+            max_length=config.data.max_length,
+            device=handle.device,
+        )
+    )
     check_eval_gate(trained.base_eval_loss, trained.eval_loss, require_improvement=False)
-    merged = run_merge(MergeJobSpec(
-        base_model_path=str(base), adapter_path=trained.output_path,
-        is_adapter=trained.is_adapter, output_dir=str(run_dir / "merged"),
-        eval_path=prepared.eval_path, train_path=prepared.train_path, max_length=128,
-    ))
-    package = package_model(Path(merged.merged_dir), run_dir / "package", CardInfo(
-        repo_id=config.publish.repo_id, base_model="tiny", method="sft", adapter="lora",
-    ))
+    merged = run_merge(
+        MergeJobSpec(
+            base_model_path=str(base),
+            adapter_path=trained.output_path,
+            is_adapter=trained.is_adapter,
+            output_dir=str(run_dir / "merged"),
+            eval_path=prepared.eval_path,
+            train_path=prepared.train_path,
+            max_length=128,
+        )
+    )
+    package = package_model(
+        Path(merged.merged_dir),
+        run_dir / "package",
+        CardInfo(
+            repo_id=config.publish.repo_id,
+            base_model="tiny",
+            method="sft",
+            adapter="lora",
+        ),
+    )
     published = LocalStorePublisher(config.store_dir()).publish(
         Path(package.path), config.publish.repo_id, commit_message="bench"
     )
-    Registry(config.registry_url()).upsert_model(ModelEntry(
-        name=config.publish.repo_id, version=published.revision,
-    ))
+    Registry(config.registry_url()).upsert_model(
+        ModelEntry(
+            name=config.publish.repo_id,
+            version=published.revision,
+        )
+    )
     return time.perf_counter() - start
 
 

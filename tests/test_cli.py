@@ -16,9 +16,12 @@ runner = CliRunner()
 
 def _isolated(tmp_path: Path) -> list[str]:
     return [
-        "--set", f"workdir={tmp_path / 'run'}",
-        "--set", f"publish.store_path={tmp_path / 'store'}",
-        "--set", f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+        "--set",
+        f"workdir={tmp_path / 'run'}",
+        "--set",
+        f"publish.store_path={tmp_path / 'store'}",
+        "--set",
+        f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
     ]
 
 
@@ -31,8 +34,9 @@ def test_config_schema_is_json_schema_of_the_pipeline_config() -> None:
 
 
 def test_config_show_applies_overrides() -> None:
-    result = runner.invoke(app, ["config", "show", str(demo_config_path()), "--set",
-                                 "training.max_steps=7"])
+    result = runner.invoke(
+        app, ["config", "show", str(demo_config_path()), "--set", "training.max_steps=7"]
+    )
     assert result.exit_code == 0, result.output
     assert "max_steps: 7" in result.output
 
@@ -47,8 +51,10 @@ def test_validate_passes_on_the_demo_config_and_trains_nothing(tmp_path: Path) -
 def test_validate_reports_a_malformed_line_and_exits_non_zero(tmp_path: Path) -> None:
     data = tmp_path / "rows.jsonl"
     data.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c",\n', encoding="utf-8")
-    result = runner.invoke(app, ["validate", str(demo_config_path()), *_isolated(tmp_path),
-                                 "--set", f"data.path={data}"])
+    result = runner.invoke(
+        app,
+        ["validate", str(demo_config_path()), *_isolated(tmp_path), "--set", f"data.path={data}"],
+    )
     assert result.exit_code == 1
     assert f"{data}:2" in result.output
 
@@ -64,8 +70,9 @@ def test_validate_names_an_invalid_field(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_run_rejects_dpo_on_chat_data_before_training(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", str(demo_config_path()), *_isolated(tmp_path),
-                                 "--set", "training.method=dpo"])
+    result = runner.invoke(
+        app, ["run", str(demo_config_path()), *_isolated(tmp_path), "--set", "training.method=dpo"]
+    )
     assert result.exit_code == 1
     assert "chosen" in result.output and "rejected" in result.output
     assert not (tmp_path / "run" / "train").exists()

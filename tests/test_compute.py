@@ -28,8 +28,12 @@ class RecordedGpu:
 GIB = 1024**3
 # Two RTX 4090s: GPU 0 busy with another process (seed 002's 17.88 of 23.56 GiB free).
 READINGS = [
-    RecordedGpu(0, "NVIDIA GeForce RTX 4090", "GPU-aaaa-0000", int(23.56 * GIB), int(17.88 * GIB), 63),
-    RecordedGpu(1, "NVIDIA GeForce RTX 4090", "GPU-bbbb-1111", int(23.56 * GIB), int(23.1 * GIB), 0),
+    RecordedGpu(
+        0, "NVIDIA GeForce RTX 4090", "GPU-aaaa-0000", int(23.56 * GIB), int(17.88 * GIB), 63
+    ),
+    RecordedGpu(
+        1, "NVIDIA GeForce RTX 4090", "GPU-bbbb-1111", int(23.56 * GIB), int(23.1 * GIB), 0
+    ),
 ]
 
 
@@ -79,8 +83,14 @@ def test_unknown_provider_is_an_error() -> None:
 def test_two_runs_never_hold_the_same_gpu_at_once() -> None:
     from tuneship.tasks.compute import hold_gpu_slots
 
-    handle = ComputeHandle(provider="local", device="cuda", gpu_indices=[0], gpu_names=["x"],
-                           slot_names=["tuneship-gpu-test-0"], host="h")
+    handle = ComputeHandle(
+        provider="local",
+        device="cuda",
+        gpu_indices=[0],
+        gpu_names=["x"],
+        slot_names=["tuneship-gpu-test-0"],
+        host="h",
+    )
     inside = 0
     overlap: list[int] = []
     lock = threading.Lock()

@@ -21,20 +21,37 @@ def test_defaults_follow_the_seed_notes() -> None:
     assert t.save_total_limit == 3
     assert cfg.data.eval_fraction == pytest.approx(0.1)
     # Without evaluation the seed's save strategy "epoch" stands as is.
-    assert PipelineConfig.model_validate({"training": {"eval_strategy": "no"}}).training.save_strategy == "epoch"
+    assert (
+        PipelineConfig.model_validate({"training": {"eval_strategy": "no"}}).training.save_strategy
+        == "epoch"
+    )
 
 
 def test_user_facing_keys_keep_their_names() -> None:
-    cfg = load_config(None, [
-        "model.base=org/base", "data.path=x.jsonl", "data.format=alpaca", "data.eval_fraction=0.2",
-        "training.method=dpo", "training.max_steps=7", "training.eval_strategy=epoch",
-        "publish.target=hub", "publish.repo_id=me/model", "serve.target=none",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "model.base=org/base",
+            "data.path=x.jsonl",
+            "data.format=alpaca",
+            "data.eval_fraction=0.2",
+            "training.method=dpo",
+            "training.max_steps=7",
+            "training.eval_strategy=epoch",
+            "publish.target=hub",
+            "publish.repo_id=me/model",
+            "serve.target=none",
+        ],
+    )
     assert (cfg.model.base, cfg.data.path, cfg.data.format) == ("org/base", "x.jsonl", "alpaca")
     assert cfg.data.eval_fraction == pytest.approx(0.2)
     assert (cfg.training.method, cfg.training.max_steps) == ("dpo", 7)
     assert cfg.training.eval_strategy == "epoch"
-    assert (cfg.publish.target, cfg.publish.repo_id, cfg.serve.target) == ("hub", "me/model", "none")
+    assert (cfg.publish.target, cfg.publish.repo_id, cfg.serve.target) == (
+        "hub",
+        "me/model",
+        "none",
+    )
 
 
 def test_best_model_aligns_default_save_strategy_with_eval() -> None:
@@ -47,8 +64,10 @@ def test_conflicting_explicit_save_strategy_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"save_strategy='epoch' must equal"):
         load_config(None, ["training.save_strategy=epoch", "training.load_best_model_at_end=true"])
     with pytest.raises(ConfigError, match="multiple of"):
-        load_config(None, ["training.eval_steps=30", "training.save_strategy=steps",
-                           "training.save_steps=40"])
+        load_config(
+            None,
+            ["training.eval_steps=30", "training.save_strategy=steps", "training.save_steps=40"],
+        )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +104,7 @@ def test_yaml_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
 def test_overrides_parse_yaml_values_and_reject_malformed_items() -> None:
     data = apply_overrides({}, ["a.b=3", "a.c=true", "a.d=[x, y]", "e=null"])
     assert data == {"a": {"b": 3, "c": True, "d": ["x", "y"]}, "e": None}
-    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match=r"KEY\.PATH=VALUE"):
         apply_overrides({}, ["novalue"])
     with pytest.raises(ConfigError, match="is a value, not a section"):
         apply_overrides({"a": 1}, ["a.b=2"])
@@ -94,7 +113,13 @@ def test_overrides_parse_yaml_values_and_reject_malformed_items() -> None:
 def test_schema_describes_every_section() -> None:
     schema = config_json_schema()
     assert set(schema["properties"]) >= {
-        "model", "data", "training", "compute", "publish", "serve", "registry"
+        "model",
+        "data",
+        "training",
+        "compute",
+        "publish",
+        "serve",
+        "registry",
     }
     training = schema["$defs"]["TrainingConfig"]["properties"]
     assert training["method"]["enum"] == ["sft", "dpo", "orpo"]

@@ -23,8 +23,13 @@ FAST = [
 def _config(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
     return load_config(
         demo_config_path(),
-        [*FAST, f"workdir={tmp_path / 'run'}", f"publish.store_path={tmp_path / 'store'}",
-         f"registry.url=sqlite:///{tmp_path / 'registry.db'}", *extra],
+        [
+            *FAST,
+            f"workdir={tmp_path / 'run'}",
+            f"publish.store_path={tmp_path / 'store'}",
+            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+            *extra,
+        ],
     )
 
 
@@ -57,7 +62,9 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     model = AutoModelForCausalLM.from_pretrained(folder)
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
@@ -69,8 +76,14 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     assert entry.metrics["eval_loss"] == pytest.approx(summary.eval_loss)
 
     keys = _artifact_keys(str(summary.flow_run_id))
-    for suffix in ("data-summary", "training-progress", "training-metrics", "training-summary",
-                   "published-model", "run-summary"):
+    for suffix in (
+        "data-summary",
+        "training-progress",
+        "training-metrics",
+        "training-summary",
+        "published-model",
+        "run-summary",
+    ):
         assert f"tuneship-demo-{suffix}" in keys
 
     # Running the same job again registers no duplicate.
@@ -84,8 +97,9 @@ def test_bad_data_fails_before_training(tmp_path: Path) -> None:
     from tuneship.flows.finetune import finetune_and_deploy
 
     data = tmp_path / "broken.jsonl"
-    good = json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                    {"role": "assistant", "content": "hello"}]})
+    good = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    )
     data.write_text(good + "\n" + "{not json\n" + good + "\n", encoding="utf-8")
     cfg = _config(tmp_path, f"data.path={data}")
     with pytest.raises(DataError, match=r"broken\.jsonl:2"):

@@ -86,8 +86,12 @@ def test_hub_pipeline_publishes_loadable_model_and_never_leaks_the_token(
     local = snapshot_download("alice/tiny-ft", token=token, cache_dir=tmp_path / "dl")
     model = AutoModelForCausalLM.from_pretrained(local)
     tok = AutoTokenizer.from_pretrained(local)
-    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     assert model.generate(**ids, max_new_tokens=3).shape[1] > ids["input_ids"].shape[1]
     readme = (Path(local) / "README.md").read_text(encoding="utf-8")
     assert "base_model: acme/tiny-base" in readme

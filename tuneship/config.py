@@ -74,7 +74,9 @@ class DataConfig(_Section):
             "data has one, else a seeded split of eval_fraction."
         ),
     )
-    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of rows held out for eval.")
+    eval_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of rows held out for eval."
+    )
     seed: int = Field(42, description="Seed for the train/eval split.")
     max_length: int = Field(1024, ge=8, description="Token length at which rows are truncated.")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (for trials).")
@@ -106,7 +108,9 @@ class TrainingConfig(_Section):
         "lora", description="lora, qlora (4-bit base, CUDA only) or full fine-tuning."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    max_steps: int = Field(-1, description="Stop after this many steps; -1 trains num_train_epochs.")
+    max_steps: int = Field(
+        -1, description="Stop after this many steps; -1 trains num_train_epochs."
+    )
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs when max_steps is -1.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler_type: str = Field("linear", description="transformers scheduler name.")
@@ -375,8 +379,10 @@ def format_validation_error(error: ValidationError, source: str | None = None) -
         reason = item["msg"]
         if item["type"] == "extra_forbidden":
             reason = "unknown field (check the spelling; `tuneship config schema` lists fields)"
-        if "input" in item and item["type"] != "extra_forbidden" and not isinstance(
-            item["input"], dict
+        if (
+            "input" in item
+            and item["type"] != "extra_forbidden"
+            and not isinstance(item["input"], dict)
         ):
             reason += f" (got {item['input']!r})"
         lines.append(f"  {path}: {reason}")
@@ -408,7 +414,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_steps=20")
+            raise ConfigError(
+                f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_steps=20"
+            )
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:

@@ -48,9 +48,8 @@ def check_eval_gate(
             message="no eval set: base and fine-tuned models were not compared",
         )
     improved = eval_loss < base_eval_loss
-    message = (
-        f"eval loss {base_eval_loss:.4f} (base) -> {eval_loss:.4f} (fine-tuned): "
-        + ("better" if improved else "NOT better")
+    message = f"eval loss {base_eval_loss:.4f} (base) -> {eval_loss:.4f} (fine-tuned): " + (
+        "better" if improved else "NOT better"
     )
     if require_improvement and not improved:
         raise EvalGateError(

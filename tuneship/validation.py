@@ -1,4 +1,4 @@
-"""Everything that can be checked before training: ``tuneship validate`` and the flow's pre-flight."""
+"""Everything checkable before training: ``tuneship validate`` and the flow's pre-flight."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
-from tuneship.errors import ConfigError, TrainingError, TuneshipError
+from tuneship.errors import ConfigError, TrainingError
 
 
 class CheckResult(BaseModel):
@@ -191,14 +191,21 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
             cuda_devices=[],
         )
         check_training_spec(spec)
-        results.append(CheckResult(name="training", ok=True, detail=f"{config.training.method} "
-                                   f"with {config.training.adapter} on {spec.device}"))
+        results.append(
+            CheckResult(
+                name="training",
+                ok=True,
+                detail=f"{config.training.method} with {config.training.adapter} on {spec.device}",
+            )
+        )
     return results
 
 
 def _probe_device(config: PipelineConfig) -> str:
     from tuneship.compute.local import get_provider
 
-    return get_provider(config.compute.provider).provision(
-        device=config.compute.device, gpu_count=config.compute.gpu_count
-    ).device
+    return (
+        get_provider(config.compute.provider)
+        .provision(device=config.compute.device, gpu_count=config.compute.gpu_count)
+        .device
+    )

@@ -35,7 +35,9 @@ def _sample_texts() -> list[str]:
     return texts
 
 
-def build_tokenizer(out_dir: Path, texts: Iterable[str] | None = None, vocab_size: int = 512) -> Path:
+def build_tokenizer(
+    out_dir: Path, texts: Iterable[str] | None = None, vocab_size: int = 512
+) -> Path:
     """Train a byte-level BPE tokenizer and save it as a transformers tokenizer.
 
     Args:

@@ -21,6 +21,7 @@ from tuneship.registry import ModelEntry
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
+from tuneship.tasks.planning import plan_training_memory
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
@@ -143,6 +144,7 @@ def finetune_and_deploy(
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
     handle = provision_compute(config.compute)
+    plan_training_memory(config, base_dir, handle)
 
     train_spec = TrainJobSpec(
         model_path=base_dir,
@@ -181,10 +183,15 @@ def finetune_and_deploy(
         )
     )
 
-    base_label = "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
+    base_label = (
+        "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
+    )
     metrics = {
         k: v
-        for k, v in {"base_eval_loss": trained.base_eval_loss, "eval_loss": trained.eval_loss}.items()
+        for k, v in {
+            "base_eval_loss": trained.base_eval_loss,
+            "eval_loss": trained.eval_loss,
+        }.items()
         if v is not None
     }
     card = CardInfo(

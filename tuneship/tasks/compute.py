@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -56,15 +56,13 @@ def hold_gpu_slots(handle: ComputeHandle, timeout_s: float | None = None) -> Ite
         return
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
-
     from prefect.exceptions import ObjectAlreadyExists
 
     with get_client(sync_client=True) as client:
         for name in handle.slot_names:
-            try:
+            # Another run may create it between the read and the create inside upsert.
+            with suppress(ObjectAlreadyExists):
                 client.upsert_global_concurrency_limit_by_name(name, limit=1)
-            except ObjectAlreadyExists:
-                pass  # another run created it between our read and our create
 
     with concurrency(handle.slot_names, occupy=1, timeout_seconds=timeout_s, strict=True):
         yield

@@ -32,8 +32,9 @@ def package_merged_model(
         The packaged folder and its files.
     """
     result = package_model(Path(merged_dir), Path(out_dir), card, load_check=load_check)
-    get_logger().info("package: %s (%d files, %d bytes)", result.path, len(result.files),
-                      result.total_bytes)
+    get_logger().info(
+        "package: %s (%d files, %d bytes)", result.path, len(result.files), result.total_bytes
+    )
     return result
 
 

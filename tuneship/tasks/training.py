@@ -83,9 +83,10 @@ def prepare_hub_checkpoints(
     from tuneship.training.train import find_latest_checkpoint
 
     api = make_api(resolve_hf_token(publish.hf_credentials_block), publish.hub_endpoint)
-    if spec.training.resume_from_checkpoint == "auto" and find_latest_checkpoint(
-        Path(spec.output_dir)
-    ) is None:
+    if (
+        spec.training.resume_from_checkpoint == "auto"
+        and find_latest_checkpoint(Path(spec.output_dir)) is None
+    ):
         fetched = download_latest_checkpoint(api, publish.repo_id, Path(spec.output_dir))
         if fetched is not None:
             get_logger().info("resume: fetched %s from the Hub", fetched.name)
