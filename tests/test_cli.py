@@ -22,6 +22,8 @@ def _isolated(tmp_path: Path) -> list[str]:
         f"publish.store_path={tmp_path / 'store'}",
         "--set",
         f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+        "--set",
+        "serve.target=none",
     ]
 
 

@@ -17,6 +17,7 @@ FAST = [
     "training.max_steps=30",
     "training.eval_steps=10",
     "training.logging_steps=5",
+    "serve.target=none",
 ]
 
 
@@ -114,3 +115,31 @@ def test_qlora_on_cpu_fails_before_anything_loads(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="qlora"):
         finetune_and_deploy(cfg)
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_pipeline_serves_answers_and_stops_the_server(tmp_path: Path) -> None:
+    """The full pipeline with local vLLM: smoke-tested endpoint, recorded, then stopped."""
+    from _serving_helpers import assert_group_gone, engine_python_or_skip
+
+    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.registry import Registry
+
+    engine = engine_python_or_skip()
+    cfg = _config(
+        tmp_path,
+        "serve.target=local",
+        "serve.max_model_len=256",
+        f"serve.engine_python={engine}",
+        "serve.extra_options={enforce_eager: true}",
+    )
+    summary = finetune_and_deploy(cfg)
+
+    dep = summary.deployment
+    assert dep is not None and dep.answer.strip()
+    assert not dep.kept_running
+    record = Registry(cfg.registry_url()).get_deployment(dep.name)
+    assert record is not None
+    assert record.status == "stopped" and record.model_version == summary.model_version
+    pgid = record.details.get("pgid")
+    assert pgid
+    assert_group_gone(int(pgid))

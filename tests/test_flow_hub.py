@@ -26,6 +26,7 @@ def _config(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
             "publish.target=hub",
             "publish.repo_id=alice/tiny-ft",
             "publish.push_checkpoints=true",
+            "serve.target=none",
             f"workdir={tmp_path / 'run'}",
             f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
             *extra,

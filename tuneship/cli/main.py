@@ -137,6 +137,19 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
         )
     typer.echo(f"model folder: {summary.published.location}")
     typer.echo(render_summary(summary))
+    dep = summary.deployment
+    if dep is not None:
+        typer.echo(f"endpoint: {dep.url}  (model {dep.served_model_name!r})")
+        if dep.question:
+            typer.echo(f"question: {dep.question}")
+            typer.echo(f"answer:   {dep.answer}")
+        if dep.kept_running:
+            typer.echo(
+                f"the server keeps running; API key in {dep.api_key_file}; stop it with: "
+                f"tuneship deployments stop {dep.name}"
+            )
+        else:
+            typer.echo("the server was stopped (use --keep-serving to leave it running)")
     from tuneship.registry import Registry
 
     entry = Registry(summary.registry_url).get_model(summary.model_name, summary.model_version)
@@ -154,11 +167,22 @@ def run(
 
 
 @app.command("demo")
-def demo(set_: SetOption = None) -> None:
-    """Fine-tune a tiny model on sample data end to end on this machine (no account, no GPU)."""
+def demo(
+    set_: SetOption = None,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="Leave the vLLM server running at the end.")
+    ] = False,
+) -> None:
+    """Fine-tune a tiny model on sample data, serve it with vLLM and ask it a question.
+
+    Runs on this machine with no account and no GPU.
+    """
     from tuneship.demo import demo_config_path
 
-    _run_flow(demo_config_path(), set_ or [])
+    overrides = list(set_ or [])
+    if keep_serving:
+        overrides.append("serve.keep_serving=true")
+    _run_flow(demo_config_path(), overrides)
 
 
 def main() -> None:

@@ -23,9 +23,23 @@ from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
+from tuneship.tasks.serving import plan_local_serving, smoke_test_endpoint
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
 from tuneship.validation import base_model_hub_id, check_before_training, check_credentials
+
+
+class DeploymentSummary(BaseModel):
+    """Where the model is served (or was, when the server was stopped at the end)."""
+
+    name: str
+    url: str
+    served_model_name: str
+    kept_running: bool
+    api_key_file: str | None
+    question: str
+    answer: str
+    latency_s: float
 
 
 class RunSummary(BaseModel):
@@ -47,6 +61,7 @@ class RunSummary(BaseModel):
     registry_url: str
     model_name: str
     model_version: str
+    deployment: DeploymentSummary | None = None
 
 
 @task(
@@ -234,6 +249,10 @@ def finetune_and_deploy(
             flow_run_id=run_id,
         ),
     )
+    deployment = None
+    if config.serve.target == "local":
+        deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
+
     summary = RunSummary(
         name=config.name,
         flow_run_id=run_id,
@@ -251,6 +270,7 @@ def finetune_and_deploy(
         registry_url=config.registry_url(),
         model_name=entry.name,
         model_version=entry.version,
+        deployment=deployment,
     )
     create_markdown_artifact(
         markdown=render_summary(summary),
@@ -258,6 +278,61 @@ def finetune_and_deploy(
         description="What this run produced",
     )
     return summary
+
+
+def serve_and_smoke_test(
+    config: PipelineConfig, model_dir: str, model_name: str, model_version: str
+) -> DeploymentSummary:
+    """Plan, start vLLM, smoke-test it, and stop it unless ``serve.keep_serving`` is set.
+
+    The server runs inside ``managed_deployment`` in the flow's own thread, so a failure,
+    a timeout, Ctrl-C or SIGTERM after the start stops the whole process group and marks
+    the deployment stopped in the registry.
+
+    Args:
+        config: The run's configuration.
+        model_dir: The packaged model folder.
+        model_name: Registered model name.
+        model_version: Registered model version.
+
+    Returns:
+        The endpoint and the smoke test's answer.
+    """
+    from tuneship.serving.lifecycle import managed_deployment
+
+    # The plan fails fast when the request cannot fit; the target re-plans from the same
+    # readings when it starts the server.
+    plan_local_serving(model_dir, config.serve, config.name)
+    with managed_deployment(
+        model_dir,
+        config.serve,
+        name=config.name,
+        model_name=model_name,
+        model_version=model_version,
+        registry_url=config.registry_url(),
+    ) as info:
+        get_logger().info("deployed: %s (model %s)", info.url, info.served_model_name)
+        question, answer, latency = "", "", 0.0
+        if config.serve.smoke_test:
+            smoke = smoke_test_endpoint(
+                info.url, info.api_key_file or "", info.served_model_name, config.name
+            )
+            question, answer, latency = smoke.prompt, smoke.answer, smoke.latency_s
+        create_markdown_artifact(
+            markdown=f"[{info.url}]({info.url}) serving `{info.served_model_name}`",
+            key=artifact_key(config.name, "endpoint"),
+            description="OpenAI-compatible endpoint",
+        )
+        return DeploymentSummary(
+            name=info.name,
+            url=info.url,
+            served_model_name=info.served_model_name,
+            kept_running=config.serve.keep_serving,
+            api_key_file=info.api_key_file,
+            question=question,
+            answer=answer,
+            latency_s=latency,
+        )
 
 
 def render_summary(summary: RunSummary) -> str:
@@ -273,4 +348,8 @@ def render_summary(summary: RunSummary) -> str:
         ("revision", summary.published.revision),
         ("registry", f"{summary.model_name} version {summary.model_version[:12]}"),
     ]
+    if summary.deployment:
+        dep = summary.deployment
+        state = "still running" if dep.kept_running else "stopped at the end of the run"
+        rows.append(("endpoint", f"{dep.url} (model {dep.served_model_name}; {state})"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

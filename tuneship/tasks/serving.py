@@ -1,0 +1,105 @@
+"""Tasks: choose GPUs/TP for serving (the plan) and smoke-test a started endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tuneship.config import ServeConfig
+from tuneship.serving.gpu_select import ServingPlan
+from tuneship.serving.smoke import SmokeResult
+from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+
+
+@task(name="choose-gpus-and-tp", cache_policy=NO_CACHE)
+def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> ServingPlan:
+    """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
+
+    A request that cannot fit (e.g. a context longer than the KV cache can hold, or a
+    memory share above what is free) fails here, before any server starts.
+
+    Args:
+        model_dir: The packaged model folder.
+        serve: The ``serve`` config section.
+        run_name: The run's name, for the artifact key.
+
+    Returns:
+        The plan the server is started with.
+    """
+    from tuneship.serving.gpu_select import plan_serving
+
+    plan = plan_serving(model_dir, serve)
+    rows: list[dict[str, Any]] = [
+        {"setting": "backend", "value": plan.backend},
+        {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
+        {"setting": "tensor_parallel_size", "value": plan.tensor_parallel_size},
+        {"setting": "gpu_memory_utilization", "value": plan.gpu_memory_utilization or "-"},
+        {"setting": "max_model_len", "value": plan.max_model_len or "vLLM default"},
+        {"setting": "cpu_kvcache_space_gib", "value": plan.cpu_kvcache_space_gib or "-"},
+        *({"setting": "note", "value": note} for note in plan.notes),
+    ]
+    create_table_artifact(
+        table=rows,
+        key=artifact_key(run_name, "serving-plan"),
+        description="How the model will be served, and why",
+    )
+    get_logger().info(
+        "serving plan: %s, TP %d, max_model_len %s",
+        plan.backend,
+        plan.tensor_parallel_size,
+        plan.max_model_len,
+    )
+    return plan
+
+
+@task(
+    name="smoke-test-endpoint",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
+)
+def smoke_test_endpoint(
+    url: str, api_key_file: str, served_model_name: str, run_name: str
+) -> SmokeResult:
+    """Send one chat completion and one streamed one; fail on an error or an empty answer.
+
+    The API key is read from its 0600 file here, so it never becomes a task parameter
+    (parameters are stored by the Prefect API).
+
+    Args:
+        url: The endpoint's OpenAI base URL.
+        api_key_file: File holding the endpoint's API key.
+        served_model_name: The model name clients send.
+        run_name: The run's name, for the artifact key.
+
+    Returns:
+        Latencies, token counts and the answers.
+    """
+    from tuneship.serving.smoke import run_smoke_test
+
+    api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
+    result = run_smoke_test(url, api_key, served_model_name)
+    create_markdown_artifact(
+        markdown="\n".join(
+            [
+                f"Endpoint `{url}` (model `{served_model_name}`)",
+                "",
+                "| measure | value |",
+                "|---|---|",
+                f"| latency (s) | {result.latency_s:.3f} |",
+                f"| time to first token (s) | {result.time_to_first_token_s:.3f} |",
+                f"| prompt tokens | {result.prompt_tokens} |",
+                f"| completion tokens | {result.completion_tokens} |",
+                f"| answer | {result.answer[:200]!r} |",
+            ]
+        ),
+        key=artifact_key(run_name, "smoke-test"),
+        description="Smoke test of the deployed endpoint",
+    )
+    get_logger().info("smoke test: %.2fs, answer %r", result.latency_s, result.answer[:80])
+    return result
