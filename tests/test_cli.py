@@ -24,6 +24,8 @@ def _isolated(tmp_path: Path) -> list[str]:
         f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
         "--set",
         "serve.target=none",
+        "--set",
+        "publish.vllm_load_check=off",
     ]
 
 
@@ -70,13 +72,33 @@ def test_validate_names_an_invalid_field(tmp_path: Path) -> None:
     assert str(cfg) in result.output
 
 
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.slow
 def test_run_rejects_dpo_on_chat_data_before_training(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app, ["run", str(demo_config_path()), *_isolated(tmp_path), "--set", "training.method=dpo"]
+    # A real process: the run goes through Prefect's own ephemeral API, as for a user.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TUNESHIP_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneship.cli",
+            "run",
+            str(demo_config_path()),
+            *_isolated(tmp_path),
+            "--set",
+            "training.method=dpo",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
-    assert result.exit_code == 1
-    assert "chosen" in result.output and "rejected" in result.output
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "chosen" in proc.stderr and "rejected" in proc.stderr
     assert not (tmp_path / "run" / "train").exists()
 
 

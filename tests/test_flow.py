@@ -18,6 +18,7 @@ FAST = [
     "training.eval_steps=10",
     "training.logging_steps=5",
     "serve.target=none",
+    "publish.vllm_load_check=off",
 ]
 
 
@@ -128,6 +129,7 @@ def test_pipeline_serves_answers_and_stops_the_server(tmp_path: Path) -> None:
     cfg = _config(
         tmp_path,
         "serve.target=local",
+        "publish.vllm_load_check=on",
         "serve.max_model_len=256",
         f"serve.engine_python={engine}",
         "serve.extra_options={enforce_eager: true}",

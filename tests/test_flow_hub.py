@@ -27,6 +27,7 @@ def _config(tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
             "publish.repo_id=alice/tiny-ft",
             "publish.push_checkpoints=true",
             "serve.target=none",
+            "publish.vllm_load_check=off",
             f"workdir={tmp_path / 'run'}",
             f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
             *extra,

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tuneship.errors import ConfigError
 
@@ -211,6 +218,25 @@ class PublishConfig(_Section):
     private: bool = Field(True, description="Create Hub repos as private.")
     license: str | None = Field(None, description="License for the model card (default: base's).")
     load_check: bool = Field(True, description="Load the packaged model before publishing.")
+    vllm_load_check: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Start vLLM on the packaged folder and send one request before publishing, so a "
+            "model vLLM cannot load is never published. 'auto': when a vLLM engine is "
+            "installed and the weights are at most vllm_load_check_max_gib."
+        ),
+    )
+    vllm_load_check_max_gib: float = Field(
+        2.0, gt=0, description="Largest weights (GiB) the 'auto' vLLM load check starts for."
+    )
+
+    @field_validator("vllm_load_check", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """Accept YAML's ``on``/``off``, which YAML 1.1 parsers read as booleans."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
     hf_credentials_block: str | None = Field(
         None,
         description=(
@@ -236,11 +262,91 @@ class PublishConfig(_Section):
     )
 
 
+class RunPodServeConfig(_Section):
+    """RunPod serving settings (``docs/runpod.md``): images, GPUs, workers, budget, timeouts."""
+
+    credentials_block: str | None = Field(
+        None,
+        description="RunPodCredentials block name (default: the RUNPOD_API_KEY variable).",
+    )
+    hf_credentials_block: str | None = Field(
+        None,
+        description=(
+            "HuggingFaceCredentials block for private or gated models (default: HF_TOKEN); "
+            "the token is passed to RunPod only when the model repo needs it."
+        ),
+    )
+    worker_image: str = Field(
+        "runpod/worker-v1-vllm:v2.25.2",
+        description="Serverless worker image at a pinned release tag (vLLM 0.27.1).",
+    )
+    pod_image: str = Field(
+        "vllm/vllm-openai:v0.27.1", description="Pod image at a pinned tag (same vLLM)."
+    )
+    gpu_pools: list[str] | None = Field(
+        None,
+        description=(
+            "Serverless GPU pools in priority order, e.g. ['AMPERE_48', 'ADA_48_PRO'] "
+            "(default: every pool the planner finds fitting, cheapest first, up to max_pools)."
+        ),
+    )
+    max_pools: int = Field(
+        3, ge=1, description="Most serverless pools on an endpoint, or pod GPU types tried."
+    )
+    gpu_types: list[str] | None = Field(
+        None,
+        description=(
+            "Pod GPU type ids to try in order, e.g. ['NVIDIA L40S'] (default: the planner's "
+            "fitting types, cheapest first)."
+        ),
+    )
+    gpu_count: int | None = Field(
+        None, ge=1, description="GPUs per worker or pod = TP (default: the planner's choice)."
+    )
+    cloud_type: Literal["ALL", "SECURE", "COMMUNITY"] = Field(
+        "SECURE", description="Pod cloud type."
+    )
+    workers_min: int = Field(0, ge=0, description="Serverless workers kept warm (billed).")
+    workers_max: int = Field(1, ge=1, description="Most serverless workers at once.")
+    idle_timeout_s: int = Field(5, ge=1, description="Seconds an idle worker lives.")
+    scaler_type: Literal["QUEUE_DELAY", "REQUEST_COUNT"] = Field(
+        "QUEUE_DELAY", description="Serverless autoscaler."
+    )
+    scaler_value: int = Field(4, ge=1, description="Autoscaler threshold.")
+    flashboot: bool = Field(True, description="FlashBoot: faster cold starts.")
+    network_volume_id: str | None = Field(
+        None, description="Network volume for the model cache (serverless and pods)."
+    )
+    container_disk_gb: int | None = Field(
+        None, ge=5, description="Container disk (default: weights x 1.5 + 20 GB)."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="MAX_NUM_SEQS / --max-num-seqs (default: vLLM's 256)."
+    )
+    budget_usd_per_hour: float | None = Field(
+        None, gt=0, description="Pods: refuse GPUs that cost more per hour (all GPUs)."
+    )
+    budget_usd_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Serverless: refuse when a day at workers_max on the dearest pool costs more.",
+    )
+    queue_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a job may wait in the queue with no worker before it is an error.",
+    )
+
+
 class ServeConfig(_Section):
     """How the model is served after publishing (``docs/serving.md``)."""
 
-    target: Literal["none", "local"] = Field(
-        "none", description="'local' runs vLLM on this machine as a child process; 'none' skips."
+    target: Literal["none", "local", "runpod-serverless", "runpod-pod"] = Field(
+        "none",
+        description=(
+            "'local' runs vLLM on this machine as a child process; 'runpod-serverless' and "
+            "'runpod-pod' deploy to RunPod (docs/runpod.md); 'none' skips."
+        ),
     )
     engine_python: str | None = Field(
         None,
@@ -308,6 +414,9 @@ class ServeConfig(_Section):
     )
     smoke_test: bool = Field(
         True, description="Send a chat and a streamed chat request before reporting success."
+    )
+    runpod: RunPodServeConfig = Field(
+        default_factory=RunPodServeConfig, description="RunPod targets' settings."
     )
 
 

@@ -55,6 +55,16 @@ def _check_publish(config: PipelineConfig) -> str:
     return f"local store {store}"
 
 
+def _check_serving(config: PipelineConfig) -> str:
+    needs_engine = config.serve.target == "local" or config.publish.vllm_load_check == "on"
+    if not needs_engine:
+        return f"serve.target={config.serve.target}"
+    from tuneship.serving.engine import find_engine_python
+
+    engine = find_engine_python(config.serve.engine_python)
+    return f"vLLM engine {engine}"
+
+
 def base_model_hub_id(config: PipelineConfig) -> str | None:
     """Return ``model.base`` when it names a Hub model (not the demo or a local folder)."""
     from tuneship.base_model import is_hub_id
@@ -131,6 +141,7 @@ def check_before_training(config: PipelineConfig, base_model_dir: Path) -> list[
         ("compute", _check_qlora),
         ("publish", _check_publish),
         ("registry", _check_registry),
+        ("serving", _check_serving),
     ):
         results.append(CheckResult(name=name, ok=True, detail=check(config)))
     return results

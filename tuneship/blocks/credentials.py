@@ -26,6 +26,8 @@ from tuneship.secrets import register_secret
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
+    from tuneship.runpod.client import RunPodClient
+
 HF_TOKEN_ENV = "HF_TOKEN"
 RUNPOD_API_KEY_ENV = "RUNPOD_API_KEY"
 RUNPOD_API_BASE_URL = "https://api.runpod.io"
@@ -91,8 +93,8 @@ class HuggingFaceCredentials(CredentialsBlock):
 class RunPodClientConfig:
     """Everything a RunPod client needs; the key stays a ``SecretStr``.
 
-    The ``runpod`` SDK is not a tuneship dependency, so ``RunPodCredentials.get_client()``
-    returns this typed configuration instead of a configured SDK module.
+    ``RunPodCredentials.get_client_config()`` returns it; ``get_client()`` returns a
+    :class:`tuneship.runpod.RunPodClient`.
 
     Attributes:
         api_key: The RunPod API key.
@@ -132,8 +134,8 @@ class RunPodCredentials(CredentialsBlock):
         from tuneship.blocks import RunPodCredentials
 
         runpod_credentials_block = RunPodCredentials.load("BLOCK_NAME")
-        config = runpod_credentials_block.get_client()
-        print(config.graphql_url)
+        client = runpod_credentials_block.get_client()
+        print([e["name"] for e in client.list_endpoints()])
         ```
     """
 
@@ -157,13 +159,33 @@ class RunPodCredentials(CredentialsBlock):
         title="Endpoint Base URL",
         description="Serverless endpoint API base URL; leave empty for https://api.runpod.ai/v2.",
     )
+    pod_proxy_url: str | None = Field(
+        default=None,
+        title="Pod Proxy URL",
+        description=(
+            "Template of a pod port's proxy URL with {pod_id} and {port}; leave empty for "
+            "https://{pod_id}-{port}.proxy.runpod.net."
+        ),
+    )
 
-    def get_client(self) -> RunPodClientConfig:
-        """Return the RunPod client configuration for this block.
+    def get_client(self) -> RunPodClient:
+        """Return a RunPod client (over the official ``runpod`` SDK) for this block.
 
         Returns:
-            A :class:`RunPodClientConfig` (the ``runpod`` SDK is not a dependency).
+            A :class:`tuneship.runpod.RunPodClient` with this block's key and URLs.
         """
+        from tuneship.runpod.client import RunPodClient
+
+        register_secret(self.api_key)
+        return RunPodClient(
+            self.api_key,
+            api_base_url=self.api_base_url or RUNPOD_API_BASE_URL,
+            endpoint_base_url=self.endpoint_base_url or RUNPOD_ENDPOINT_BASE_URL,
+            pod_proxy_url=self.pod_proxy_url or None,
+        )
+
+    def get_client_config(self) -> RunPodClientConfig:
+        """Return the plain client configuration (key and URLs) for this block."""
         register_secret(self.api_key)
         return RunPodClientConfig(
             api_key=self.api_key,

@@ -23,7 +23,12 @@ from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
-from tuneship.tasks.serving import plan_local_serving, smoke_test_endpoint
+from tuneship.tasks.serving import (
+    check_loads_in_vllm,
+    plan_local_serving,
+    should_check_with_vllm,
+    smoke_test_endpoint,
+)
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
 from tuneship.validation import base_model_hub_id, check_before_training, check_credentials
@@ -230,6 +235,12 @@ def finetune_and_deploy(
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
     )
+    if should_check_with_vllm(config, package.path):
+        check_loads_in_vllm(config, package.path)
+    else:
+        logger.info(
+            "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
+        )
     run_id = _current_flow_run_id()
     published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
 

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tuneship.config import ServeConfig
+from tuneship.config import PipelineConfig, ServeConfig
 from tuneship.serving.gpu_select import ServingPlan
 from tuneship.serving.smoke import SmokeResult
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
@@ -102,4 +102,59 @@ def smoke_test_endpoint(
         description="Smoke test of the deployed endpoint",
     )
     get_logger().info("smoke test: %.2fs, answer %r", result.latency_s, result.answer[:80])
+    return result
+
+
+def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
+    """Decide whether the pre-publish vLLM load check runs (``publish.vllm_load_check``).
+
+    Raises:
+        ServingError: The check is ``on`` but no vLLM engine is installed (the message has
+            the install command).
+    """
+    from tuneship.serving.engine import EngineNotFoundError, find_engine_python
+
+    mode = config.publish.vllm_load_check
+    if mode == "off":
+        return False
+    if mode == "on":
+        find_engine_python(config.serve.engine_python)
+        return True
+    weights = sum(p.stat().st_size for p in Path(package_dir).glob("*.safetensors"))
+    if weights > config.publish.vllm_load_check_max_gib * 1024**3:
+        return False
+    try:
+        find_engine_python(config.serve.engine_python)
+    except EngineNotFoundError:
+        return False
+    return True
+
+
+@task(name="load-check-with-vllm", cache_policy=NO_CACHE)
+def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult:
+    """Start vLLM on the packaged folder and send one request, before anything is published.
+
+    The server is always stopped at the end (and on any failure).
+
+    Args:
+        config: The run's configuration (its ``serve`` section says how to start vLLM).
+        package_dir: The packaged model folder.
+
+    Returns:
+        The smoke test's measurements.
+
+    Raises:
+        ServingError: vLLM could not load or serve the model; its own message is quoted.
+    """
+    from tuneship.serving.lifecycle import managed_deployment
+    from tuneship.serving.smoke import run_smoke_test
+
+    options = config.serve.model_copy(update={"target": "local", "keep_serving": False})
+    with managed_deployment(
+        package_dir, options, name=f"{config.name}-load-check", keep=False
+    ) as info:
+        result = run_smoke_test(info.url, info.api_key, info.served_model_name, max_tokens=8)
+    get_logger().info(
+        "vLLM load check passed: %s answered in %.2fs", info.served_model_name, result.latency_s
+    )
     return result
