@@ -68,10 +68,10 @@ def test_hf_get_client_is_an_authenticated_hf_api() -> None:
     assert api.token == HF_TOKEN
 
 
-def test_runpod_get_client_is_a_typed_config() -> None:
+def test_runpod_client_config_is_typed_and_hides_the_key() -> None:
     config = RunPodCredentials(
         api_key=SecretStr(RUNPOD_KEY), api_base_url="http://127.0.0.1:9/"
-    ).get_client()
+    ).get_client_config()
     assert isinstance(config, RunPodClientConfig)
     assert config.graphql_url == "http://127.0.0.1:9/graphql"
     assert config.endpoint_url("ep1") == "https://api.runpod.ai/v2/ep1"

@@ -137,3 +137,15 @@ def test_demo_config_is_the_deployments_copy() -> None:
 def test_every_deployment_config_is_valid() -> None:
     for file in (Path(__file__).parents[1] / "deployments").glob("*.yaml"):
         load_config(file)
+
+
+def test_yaml_bare_no_and_off_mean_the_strings(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text(
+        "training:\n  eval_strategy: no\n  save_strategy: no\npublish:\n  vllm_load_check: off\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(file)
+    assert cfg.training.eval_strategy == "no" and cfg.training.save_strategy == "no"
+    assert cfg.publish.vllm_load_check == "off"
+    assert load_config(None, ["publish.vllm_load_check=on"]).publish.vllm_load_check == "on"

@@ -149,6 +149,12 @@ class TrainingConfig(_Section):
         False, description="Stop before publishing unless eval loss beats the base model's."
     )
 
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """Accept YAML's bare ``no``, which YAML 1.1 parsers read as ``False``."""
+        return "no" if value is False else value
+
     @model_validator(mode="after")
     def _align_checkpointing(self) -> TrainingConfig:
         """Make ``load_best_model_at_end`` workable or reject the combination.
@@ -237,6 +243,7 @@ class PublishConfig(_Section):
         if isinstance(value, bool):
             return "on" if value else "off"
         return value
+
     hf_credentials_block: str | None = Field(
         None,
         description=(
@@ -411,6 +418,10 @@ class ServeConfig(_Section):
     )
     keep_serving: bool = Field(
         False, description="Leave the server running after a successful run."
+    )
+    smoke_prompt: str = Field(
+        "What is 4 plus 16? Answer in one short sentence.",
+        description="The question the smoke test asks the deployed model.",
     )
     smoke_test: bool = Field(
         True, description="Send a chat and a streamed chat request before reporting success."

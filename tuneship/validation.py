@@ -56,6 +56,21 @@ def _check_publish(config: PipelineConfig) -> str:
 
 
 def _check_serving(config: PipelineConfig) -> str:
+    if config.serve.target in ("runpod-serverless", "runpod-pod"):
+        if config.publish.target != "hub":
+            raise ConfigError(
+                f"serve.target={config.serve.target} pulls the model from the Hugging Face "
+                "Hub, so publish.target must be 'hub' (it is 'local')"
+            )
+        from tuneship.blocks.credentials import resolve_runpod_api_key
+
+        if resolve_runpod_api_key(config.serve.runpod.credentials_block) is None:
+            raise ConfigError(
+                f"serve.target={config.serve.target} needs a RunPod API key: set "
+                "serve.runpod.credentials_block to a RunPodCredentials block, or "
+                "RUNPOD_API_KEY for local use"
+            )
+        return f"{config.serve.target} (RunPod key found)"
     needs_engine = config.serve.target == "local" or config.publish.vllm_load_check == "on"
     if not needs_engine:
         return f"serve.target={config.serve.target}"

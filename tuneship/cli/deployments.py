@@ -85,11 +85,18 @@ def stop(
     registry: RegistryOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0,
 ) -> None:
-    """Stop a deployment's whole process group and mark it stopped."""
+    """Stop a deployment and mark it stopped.
+
+    A local server's whole process group is stopped; a RunPod endpoint is scaled to zero
+    and deleted with its template, a RunPod pod is terminated.
+    """
+    from tuneship.runpod.deployment import stop_runpod_deployment
     from tuneship.serving.lifecycle import stop_deployment
 
     try:
-        entry = stop_deployment(name, registry_url=registry, timeout_s=timeout)
+        entry = stop_runpod_deployment(name, registry_url=registry)
+        if entry is None:
+            entry = stop_deployment(name, registry_url=registry, timeout_s=timeout)
     except TuneshipError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None

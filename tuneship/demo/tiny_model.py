@@ -138,3 +138,49 @@ def build_tiny_model(
     )
     model.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def pretrain_texts() -> list[str]:
+    """Plain sentences (no chat format) that state the sample data's facts.
+
+    The demo's base is pre-trained on these, like a real base model knows facts before
+    instruction tuning; the fine-tune then teaches the question-and-answer chat format.
+    """
+    texts = []
+    for line in sample_data_path().read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        answer = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+        texts.append(answer)
+    return sorted(set(texts))
+
+
+def pretrain_model(path: Path, texts: list[str], *, steps: int, seed: int = 0) -> None:
+    """Pre-train the saved model at ``path`` on plain ``texts`` (full training, CPU, seeded).
+
+    Args:
+        path: A folder written by :func:`build_tiny_model` (overwritten in place).
+        texts: Sentences to learn.
+        steps: Optimiser steps.
+        seed: Seed for batch order.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    encoded = [tokenizer(t + tokenizer.eos_token)["input_ids"] for t in texts]
+    width = max(len(e) for e in encoded)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded])
+    labels = ids.masked_fill(ids == pad, -100)
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(steps):
+        batch = torch.randint(0, len(ids), (16,), generator=generator)
+        loss = model(input_ids=ids[batch], labels=labels[batch]).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
+    model.save_pretrained(path, safe_serialization=True)

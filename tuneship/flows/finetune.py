@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -125,12 +126,57 @@ def resolve_flow_config(
     return base
 
 
+def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook (``on_crashed``, ``on_cancellation``): delete the run's RunPod resources.
+
+    Hooks can run in another process, so the resources are found by their deterministic
+    name (``tuneship-<config.name>``), read from the flow run's parameters.
+    """
+    from prefect.logging.loggers import flow_run_logger
+
+    from tuneship.errors import TuneshipError
+
+    logger = flow_run_logger(flow_run, flow)
+    params = dict(getattr(flow_run, "parameters", None) or {})
+    try:
+        raw = params.get("config")
+        config = resolve_flow_config(
+            PipelineConfig.model_validate(raw) if isinstance(raw, dict) else raw,
+            params.get("config_file"),
+            params.get("overrides"),
+        )
+    except TuneshipError as exc:
+        logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
+        return
+    if config.serve.target not in ("runpod-serverless", "runpod-pod"):
+        return
+    from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
+    from tuneship.runpod.specs import resource_name
+
+    name = resource_name(config.name)
+    try:
+        deleted = delete_resources_named(
+            runpod_client_for(config.serve.runpod.credentials_block), name
+        )
+    except TuneshipError as exc:
+        logger.error("could not delete RunPod resources named %s: %s", name, exc)
+        return
+    logger.warning("deleted RunPod resources named %s: %s", name, ", ".join(deleted) or "none")
+
+
 def _current_flow_run_id() -> str | None:
     run_id = flow_run.get_id()
     return str(run_id) if run_id else None
 
 
-@flow(name="finetune-and-deploy", log_prints=True)
+# log_prints stays off: it replaces print(), which breaks libraries that capture their own
+# printed output (dill reads dis.dis output this way while datasets hashes functions).
+@flow(
+    name="finetune-and-deploy",
+    log_prints=False,
+    on_crashed=[cleanup_pipeline_run],
+    on_cancellation=[cleanup_pipeline_run],
+)
 def finetune_and_deploy(
     config: PipelineConfig | None = None,
     config_file: str | None = None,
@@ -263,6 +309,8 @@ def finetune_and_deploy(
     deployment = None
     if config.serve.target == "local":
         deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
+    elif config.serve.target in ("runpod-serverless", "runpod-pod"):
+        deployment = deploy_published_to_runpod(config, published, entry.name, entry.version)
 
     summary = RunSummary(
         name=config.name,
@@ -326,7 +374,11 @@ def serve_and_smoke_test(
         question, answer, latency = "", "", 0.0
         if config.serve.smoke_test:
             smoke = smoke_test_endpoint(
-                info.url, info.api_key_file or "", info.served_model_name, config.name
+                info.url,
+                info.api_key_file or "",
+                info.served_model_name,
+                config.name,
+                config.serve.smoke_prompt,
             )
             question, answer, latency = smoke.prompt, smoke.answer, smoke.latency_s
         create_markdown_artifact(
@@ -344,6 +396,45 @@ def serve_and_smoke_test(
             answer=answer,
             latency_s=latency,
         )
+
+
+def deploy_published_to_runpod(
+    config: PipelineConfig, published: PublishResult, model_name: str, model_version: str
+) -> DeploymentSummary:
+    """Serve the pushed revision on RunPod (serverless or a pod) and smoke-test it.
+
+    Args:
+        config: The run's configuration.
+        published: Where the model was pushed (a Hub repo and commit).
+        model_name: Registered model name.
+        model_version: Registered model version.
+
+    Returns:
+        The endpoint and the smoke test's answer.
+    """
+    from tuneship.flows.deploy import deploy_to_runpod
+
+    result = deploy_to_runpod(
+        published.repo_id,
+        config.serve,
+        run_name=config.name,
+        revision=published.revision,
+        registry_url=config.registry_url(),
+        keep_serving=config.serve.keep_serving,
+        model_name=model_name,
+        model_version=model_version,
+        register_model=False,
+    )
+    return DeploymentSummary(
+        name=result.name,
+        url=result.url,
+        served_model_name=result.served_model_name,
+        kept_running=result.kept_running,
+        api_key_file=None,
+        question=config.serve.smoke_prompt if result.answer else "",
+        answer=result.answer,
+        latency_s=result.latency_s,
+    )
 
 
 def render_summary(summary: RunSummary) -> str:

@@ -64,7 +64,7 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
     cache_policy=NO_CACHE,
 )
 def smoke_test_endpoint(
-    url: str, api_key_file: str, served_model_name: str, run_name: str
+    url: str, api_key_file: str, served_model_name: str, run_name: str, prompt: str | None = None
 ) -> SmokeResult:
     """Send one chat completion and one streamed one; fail on an error or an empty answer.
 
@@ -76,6 +76,7 @@ def smoke_test_endpoint(
         api_key_file: File holding the endpoint's API key.
         served_model_name: The model name clients send.
         run_name: The run's name, for the artifact key.
+        prompt: The question to ask (default: the smoke test's own).
 
     Returns:
         Latencies, token counts and the answers.
@@ -83,7 +84,10 @@ def smoke_test_endpoint(
     from tuneship.serving.smoke import run_smoke_test
 
     api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
-    result = run_smoke_test(url, api_key, served_model_name)
+    if prompt:
+        result = run_smoke_test(url, api_key, served_model_name, prompt=prompt)
+    else:
+        result = run_smoke_test(url, api_key, served_model_name)
     create_markdown_artifact(
         markdown="\n".join(
             [

@@ -39,12 +39,15 @@ def write_spec(spec: TrainJobSpec | MergeJobSpec, path: Path) -> Path:
 class _ProgressReporter:
     """Turns trainer callbacks into a throttled Prefect progress artifact."""
 
+    LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")
+
     def __init__(self, run_name: str) -> None:
         self.artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             progress=0.0,
             key=artifact_key(run_name, "training-progress"),
             description="Training progress (steps done / total)",
         )
+        self._last_logged: tuple[Any, ...] | None = None
         self._last_pct = -1.0
         self._last_time = 0.0
         self.logger = get_logger()
@@ -56,10 +59,15 @@ class _ProgressReporter:
         if pct >= 100.0 or (pct - self._last_pct >= 1.0 and now - self._last_time >= 2.0):
             update_progress_artifact(self.artifact_id, min(pct, 100.0))
             self._last_pct, self._last_time = pct, now
-        if progress.logs:
-            shown = {k: round(v, 4) for k, v in progress.logs.items() if isinstance(v, float)}
-            if shown:
-                self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+        shown = {
+            k: round(float(v), 4)
+            for k, v in progress.logs.items()
+            if k in self.LOGGED_KEYS and isinstance(v, int | float)
+        }
+        key = (progress.step, tuple(sorted(shown.items())))
+        if shown and key != self._last_logged:
+            self._last_logged = key
+            self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
 
 
 def prepare_hub_checkpoints(

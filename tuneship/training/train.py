@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,6 +293,10 @@ def run_training(
         if spec.training.evaluates:
             eval_loss = float(trainer.evaluate()["eval_loss"])
         final_dir = Path(spec.output_dir) / FINAL_DIRNAME
+        if final_dir.exists():
+            # A previous run in the same folder (say, LoRA before a full fine-tune) must not
+            # leave files that change how this result loads (adapter_config.json does).
+            shutil.rmtree(final_dir)
         trainer.save_model(str(final_dir))
         if trainer.processing_class is not None:
             trainer.processing_class.save_pretrained(str(final_dir))

@@ -1,0 +1,52 @@
+"""Helpers for the RunPod tests: serve options, plans for the tiny model, a client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fake_runpod import FakeRunPod
+
+from tuneship.config import ServeConfig
+from tuneship.runpod.client import RunPodClient
+from tuneship.runpod.specs import RunPodPlan, plan_pod, plan_serverless
+
+MODEL_ID = "acme/tiny-chat"
+
+
+def runpod_options(target: str = "runpod-serverless", **runpod: Any) -> ServeConfig:
+    """Serve options for the tiny model on RunPod (short timeouts for tests)."""
+    settings: dict[str, Any] = {"queue_timeout_s": 30}
+    settings.update(runpod)
+    return ServeConfig.model_validate(
+        {
+            "target": target,
+            "dtype": "float32",
+            "max_model_len": 512,
+            "startup_timeout_s": 60,
+            "runpod": settings,
+        }
+    )
+
+
+def client_for(fake: FakeRunPod) -> RunPodClient:
+    """A client for the fake with fast retries."""
+    return RunPodClient(
+        fake.api_key,
+        api_base_url=fake.url,
+        endpoint_base_url=fake.endpoint_base,
+        pod_proxy_url=fake.proxy_template,
+        backoff_s=0.01,
+    )
+
+
+def tiny_plan(model_dir: Path, options: ServeConfig, name: str = "run1") -> RunPodPlan:
+    """The real planner's plan for the tiny model (facts read from its folder)."""
+    from tuneship.planning import load_gpu_catalog, load_model_facts
+
+    facts = load_model_facts(model_dir)
+    if options.target == "runpod-pod":
+        return plan_pod(
+            MODEL_ID, options, name=name, facts=facts, gpus=load_gpu_catalog().rentable()
+        )
+    return plan_serverless(MODEL_ID, options, name=name, facts=facts)
