@@ -79,7 +79,12 @@ def test_run_rejects_dpo_on_chat_data_before_training(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "TUNESHIP_HOME": str(tmp_path / "home")}
+    # Its own Prefect home too: the ephemeral API migrates the database it finds.
+    env = {
+        **os.environ,
+        "TUNESHIP_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+    }
     proc = subprocess.run(
         [
             sys.executable,

@@ -423,6 +423,18 @@ class ServeConfig(_Section):
         "What is 4 plus 16? Answer in one short sentence.",
         description="The question the smoke test asks the deployed model.",
     )
+    smoke_system_prompt: str | None = Field(
+        None, description="System message the smoke test sends before its question."
+    )
+    smoke_temperature: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description=(
+            "Sampling temperature of the smoke test (seeded); 0 shows the model's greedy "
+            "answer. Untrained test models may answer only whitespace greedily."
+        ),
+    )
     smoke_test: bool = Field(
         True, description="Send a chat and a streamed chat request before reporting success."
     )

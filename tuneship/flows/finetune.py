@@ -379,6 +379,8 @@ def serve_and_smoke_test(
                 info.served_model_name,
                 config.name,
                 config.serve.smoke_prompt,
+                config.serve.smoke_temperature,
+                config.serve.smoke_system_prompt,
             )
             question, answer, latency = smoke.prompt, smoke.answer, smoke.latency_s
         create_markdown_artifact(

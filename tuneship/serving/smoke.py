@@ -46,6 +46,8 @@ def run_smoke_test(
     prompt: str = DEFAULT_PROMPT,
     max_tokens: int = 32,
     timeout_s: float = 120.0,
+    temperature: float = 0.7,
+    system_prompt: str | None = None,
 ) -> SmokeResult:
     """Send one chat completion and one streamed chat completion to an endpoint.
 
@@ -56,6 +58,8 @@ def run_smoke_test(
         prompt: The user message.
         max_tokens: Longest answer.
         timeout_s: Per-request timeout.
+        temperature: Sampling temperature (seeded); 0 asks for the model's greedy answer.
+        system_prompt: A system message sent before the question, if any.
 
     Returns:
         The answers, timings and token counts.
@@ -66,13 +70,18 @@ def run_smoke_test(
     import openai
 
     client = openai.OpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0)
-    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
-        {"role": "user", "content": prompt}
-    ]
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": prompt})
     try:
         started = time.perf_counter()
         reply = client.chat.completions.create(
-            model=model, messages=messages, max_tokens=max_tokens, temperature=0.7, seed=0
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=0,
         )
         latency = time.perf_counter() - started
         answer = (reply.choices[0].message.content or "") if reply.choices else ""
@@ -91,7 +100,7 @@ def run_smoke_test(
             model=model,
             messages=messages,
             max_tokens=max_tokens,
-            temperature=0.7,
+            temperature=temperature,
             seed=0,
             stream=True,
             stream_options={"include_usage": True},

@@ -64,7 +64,13 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
     cache_policy=NO_CACHE,
 )
 def smoke_test_endpoint(
-    url: str, api_key_file: str, served_model_name: str, run_name: str, prompt: str | None = None
+    url: str,
+    api_key_file: str,
+    served_model_name: str,
+    run_name: str,
+    prompt: str | None = None,
+    temperature: float = 0.0,
+    system_prompt: str | None = None,
 ) -> SmokeResult:
     """Send one chat completion and one streamed one; fail on an error or an empty answer.
 
@@ -77,6 +83,8 @@ def smoke_test_endpoint(
         served_model_name: The model name clients send.
         run_name: The run's name, for the artifact key.
         prompt: The question to ask (default: the smoke test's own).
+        temperature: Sampling temperature; 0 is the greedy answer.
+        system_prompt: A system message sent before the question.
 
     Returns:
         Latencies, token counts and the answers.
@@ -84,10 +92,10 @@ def smoke_test_endpoint(
     from tuneship.serving.smoke import run_smoke_test
 
     api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
+    extra: dict[str, Any] = {"temperature": temperature, "system_prompt": system_prompt}
     if prompt:
-        result = run_smoke_test(url, api_key, served_model_name, prompt=prompt)
-    else:
-        result = run_smoke_test(url, api_key, served_model_name)
+        extra["prompt"] = prompt
+    result = run_smoke_test(url, api_key, served_model_name, **extra)
     create_markdown_artifact(
         markdown="\n".join(
             [
@@ -157,7 +165,13 @@ def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult
     with managed_deployment(
         package_dir, options, name=f"{config.name}-load-check", keep=False
     ) as info:
-        result = run_smoke_test(info.url, info.api_key, info.served_model_name, max_tokens=8)
+        result = run_smoke_test(
+            info.url,
+            info.api_key,
+            info.served_model_name,
+            max_tokens=8,
+            temperature=max(config.serve.smoke_temperature, 0.7),
+        )
     get_logger().info(
         "vLLM load check passed: %s answered in %.2fs", info.served_model_name, result.latency_s
     )
