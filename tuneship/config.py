@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -372,9 +373,9 @@ class ServeConfig(_Section):
     )
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int | None = Field(None, ge=1, le=65535, description="Port; unset picks a free one.")
-    api_key: str | None = Field(
+    # SecretStr: Prefect stores a SecretStr flow parameter as '**********', never in clear.
+    api_key: SecretStr | None = Field(
         None,
-        repr=False,
         description=(
             "API key clients must send (default: $TUNESHIP_SERVE_API_KEY, else a new random "
             "key per deployment, saved to a 0600 file beside the server log)."

@@ -315,7 +315,11 @@ class LocalVllmTarget:
         plan = plan or self.plan(model_arg, options)
         served = options.served_model_name or name
         port = options.port or find_free_port(options.host)
-        api_key = options.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(32)
+        api_key = (
+            (options.api_key.get_secret_value() if options.api_key else None)
+            or os.environ.get(API_KEY_ENV)
+            or secrets.token_urlsafe(32)
+        )
         folder = self._deployment_dir(name)
         key_file = folder / "api-key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

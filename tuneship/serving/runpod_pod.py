@@ -164,7 +164,11 @@ class RunPodPodTarget:
             token = hf_token_if_needed(model_id, plan.revision, rp.hf_credentials_block)
         client = self._client(options)
         rname = resource_name(name)
-        api_key = options.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(32)
+        api_key = (
+            (options.api_key.get_secret_value() if options.api_key else None)
+            or os.environ.get(API_KEY_ENV)
+            or secrets.token_urlsafe(32)
+        )
         key_file = self._key_file(name, api_key)
         env = {"VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if token:

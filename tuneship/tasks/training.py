@@ -48,6 +48,8 @@ class _ProgressReporter:
             description="Training progress (steps done / total)",
         )
         self._last_logged: tuple[Any, ...] | None = None
+        self._last_log_time = 0.0
+        self._last_eval: float | None = None
         self._last_pct = -1.0
         self._last_time = 0.0
         self.logger = get_logger()
@@ -55,8 +57,9 @@ class _ProgressReporter:
     def __call__(self, progress: TrainProgress) -> None:
         pct = 100.0 * progress.step / progress.max_steps if progress.max_steps else 0.0
         now = time.monotonic()
-        # At most one update per percent and per 2 s, so long runs do not flood the API.
-        if pct >= 100.0 or (pct - self._last_pct >= 1.0 and now - self._last_time >= 2.0):
+        # Every API write costs the training loop time (and the local API server competes
+        # for the same cores): at most one progress update per percent and per 5 s.
+        if pct >= 100.0 or (pct - self._last_pct >= 1.0 and now - self._last_time >= 5.0):
             update_progress_artifact(self.artifact_id, min(pct, 100.0))
             self._last_pct, self._last_time = pct, now
         shown = {
@@ -64,10 +67,16 @@ class _ProgressReporter:
             for k, v in progress.logs.items()
             if k in self.LOGGED_KEYS and isinstance(v, int | float)
         }
-        key = (progress.step, tuple(sorted(shown.items())))
-        if shown and key != self._last_logged:
-            self._last_logged = key
-            self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+        if not shown:
+            return
+        new_eval = shown.get("eval_loss") != self._last_eval
+        # Log lines likewise: every new eval loss, otherwise at most one per 5 s.
+        if new_eval or now - self._last_log_time >= 5.0 or progress.step >= progress.max_steps:
+            key = (progress.step, tuple(sorted(shown.items())))
+            if key != self._last_logged:
+                self._last_logged, self._last_log_time = key, now
+                self._last_eval = shown.get("eval_loss")
+                self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
 
 
 def prepare_hub_checkpoints(

@@ -281,6 +281,11 @@ def run_training(
         all_callbacks.append(ProgressCallback(on_progress))
     Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(spec, all_callbacks)
+    from transformers.trainer_callback import PrinterCallback
+
+    # With tqdm off, transformers prints every log dict to stdout; progress goes through
+    # on_progress (Prefect logs, or the job runner's progress lines) instead.
+    trainer.remove_callback(PrinterCallback)
     try:
         base_eval_loss = None
         if spec.training.evaluates:
