@@ -7,6 +7,7 @@ talks to real vLLM through RunPod's OpenAI route and pod proxy.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -237,3 +238,57 @@ def test_crash_hook_deletes_the_runs_resources_by_name(
     )
     cleanup_runpod_run(deploy_model, run, type("S", (), {"name": "Crashed"})())
     assert fake_runpod.leftovers() == EMPTY
+
+
+def test_pipeline_trains_publishes_and_serves_on_runpod_serverless(
+    fake: FakeRunPod,
+    fake_hub: FakeHub,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
+) -> None:
+    """finetune_and_deploy with serve.target=runpod-serverless: the pushed commit is served."""
+    import huggingface_hub.hf_api
+
+    from tuneship.config import load_config
+    from tuneship.demo import demo_config_path
+    from tuneship.flows.finetune import finetune_and_deploy
+
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", fake_hub.endpoint)
+    token = fake_hub.add_token("alice", orgs={"acme": "write"})
+    monkeypatch.setenv("HF_TOKEN", token)
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    cfg = load_config(
+        demo_config_path(),
+        [
+            "name=pipe",
+            "training.max_steps=10",
+            "training.eval_steps=5",
+            "training.require_improvement=false",
+            "publish.target=hub",
+            f"publish.repo_id={MODEL_ID}",
+            "publish.vllm_load_check=off",
+            "serve.target=runpod-serverless",
+            "serve.dtype=float32",
+            "serve.max_model_len=512",
+            "serve.smoke_temperature=0.7",
+            "serve.keep_serving=false",
+            "serve.runpod.queue_timeout_s=30",
+            f"workdir={tmp_path / 'run'}",
+            f"registry.url={registry}",
+        ],
+    )
+    summary = finetune_and_deploy(cfg)
+
+    assert summary.published.target == "hub"
+    dep = summary.deployment
+    assert dep is not None and dep.answer.strip() and not dep.kept_running
+    # The worker was pointed at the exact pushed commit, then everything was torn down.
+    saved = fake.calls("saveTemplate")
+    assert saved
+    assert summary.published.revision in json.dumps(saved[-1])
+    assert fake.leftovers() == EMPTY
+    with Registry(registry) as reg:
+        entry = reg.get_deployment("pipe")
+    assert entry is not None and entry.status == "stopped"
+    assert entry.model_version == summary.model_version
