@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import Field
 
+from tuneship.config import ServeConfig
 from tuneship.errors import ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.errors import RunPodApiError
+from tuneship.runpod.specs import RunPodPlan
 from tuneship.serving.base import DeploymentInfo
 
 log = logging.getLogger(__name__)
@@ -255,3 +257,36 @@ def cleanup_quietly(what: str, cleanup: Any) -> None:
             log.info("cleaned up after the failure of %s: %s", what, ", ".join(done))
     except TuneshipError as exc:
         log.error("cleanup after the failure of %s failed: %s", what, exc)
+
+
+class RunPodTargetBase:
+    """What the RunPod serving targets share: the client, a precomputed plan, the revision.
+
+    Args:
+        client: RunPod client (default: from ``serve.runpod.credentials_block`` or
+            ``RUNPOD_API_KEY``, made on first use).
+        plan: A plan from the target's ``plan`` (computed in ``deploy`` when None).
+        revision: Hub revision to serve, e.g. the pushed commit.
+        hf_token: Token for a private or gated repo; None looks it up (only if needed).
+        poll_interval_s: Longest pause between readiness checks.
+    """
+
+    def __init__(
+        self,
+        client: RunPodClient | None = None,
+        *,
+        plan: RunPodPlan | None = None,
+        revision: str | None = None,
+        hf_token: str | None = None,
+        poll_interval_s: float = 5.0,
+    ) -> None:
+        self.client = client
+        self._plan = plan
+        self.revision = revision
+        self.hf_token = hf_token
+        self.poll_interval_s = poll_interval_s
+
+    def _client(self, options: ServeConfig) -> RunPodClient:
+        if self.client is None:
+            self.client = runpod_client_for(options.runpod.credentials_block)
+        return self.client

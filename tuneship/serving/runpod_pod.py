@@ -30,6 +30,7 @@ from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.deployment import (
     POD_TARGET,
     RunPodDeploymentInfo,
+    RunPodTargetBase,
     cleanup_quietly,
     hf_token_if_needed,
     runpod_client_for,
@@ -72,7 +73,7 @@ def http_port_ready(pod: dict[str, Any] | None, port: int = POD_PORT) -> bool:
     return any(p.get("privatePort") == port and p.get("type") == "http" for p in ports)
 
 
-class RunPodPodTarget:
+class RunPodPodTarget(RunPodTargetBase):
     """Serve with vLLM in a RunPod GPU pod.
 
     Args:
@@ -97,17 +98,10 @@ class RunPodPodTarget:
         deployments_dir: Path | None = None,
         poll_interval_s: float = 5.0,
     ) -> None:
-        self.client = client
-        self._plan = plan
-        self.revision = revision
-        self.hf_token = hf_token
+        super().__init__(
+            client, plan=plan, revision=revision, hf_token=hf_token, poll_interval_s=poll_interval_s
+        )
         self.deployments_dir = deployments_dir
-        self.poll_interval_s = poll_interval_s
-
-    def _client(self, options: ServeConfig) -> RunPodClient:
-        if self.client is None:
-            self.client = runpod_client_for(options.runpod.credentials_block)
-        return self.client
 
     def plan(
         self, model: str | Path, options: ServeConfig, *, name: str, live_prices: bool = True

@@ -25,6 +25,7 @@ from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.deployment import (
     SERVERLESS_TARGET,
     RunPodDeploymentInfo,
+    RunPodTargetBase,
     cleanup_quietly,
     delete_endpoint_and_template,
     hf_token_if_needed,
@@ -82,7 +83,7 @@ def output_error(output: Any) -> str | None:
     return None
 
 
-class RunPodServerlessTarget:
+class RunPodServerlessTarget(RunPodTargetBase):
     """Serve on a RunPod Serverless endpoint (``runpod/worker-v1-vllm``).
 
     Args:
@@ -107,17 +108,10 @@ class RunPodServerlessTarget:
         poll_interval_s: float = 5.0,
         template_wait_s: float = 150.0,
     ) -> None:
-        self.client = client
-        self._plan = plan
-        self.revision = revision
-        self.hf_token = hf_token
-        self.poll_interval_s = poll_interval_s
+        super().__init__(
+            client, plan=plan, revision=revision, hf_token=hf_token, poll_interval_s=poll_interval_s
+        )
         self.template_wait_s = template_wait_s
-
-    def _client(self, options: ServeConfig) -> RunPodClient:
-        if self.client is None:
-            self.client = runpod_client_for(options.runpod.credentials_block)
-        return self.client
 
     def plan(self, model: str | Path, options: ServeConfig, *, name: str) -> RunPodPlan:
         """Plan the endpoint and check the budget; creates nothing.
