@@ -34,12 +34,7 @@ def _check_qlora(config: PipelineConfig) -> str:
             "training.adapter=qlora needs a CUDA GPU (4-bit bitsandbytes), but "
             "compute.device=cpu; use training.adapter=lora on the CPU"
         )
-    from tuneship.compute.local import get_provider
-
-    handle = get_provider(config.compute.provider).provision(
-        device=config.compute.device, gpu_count=config.compute.gpu_count
-    )
-    if handle.device != "cuda":
+    if _probe_device(config) != "cuda":
         raise TrainingError(
             "training.adapter=qlora needs a CUDA GPU (4-bit bitsandbytes), and this machine "
             "has none; use training.adapter=lora, or run on a GPU machine"
@@ -88,6 +83,27 @@ def base_model_hub_id(config: PipelineConfig) -> str | None:
     if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
         return None
     return base
+
+
+def fetch_base_model(config: PipelineConfig) -> Path:
+    """Return a local folder of ``model.base``, downloading a Hub model with the run's token.
+
+    Args:
+        config: The run's configuration (the token comes from its credentials block or
+            ``HF_TOKEN``, and only when the base is a Hub model).
+
+    Returns:
+        A folder with the base model's config, weights and tokenizer.
+    """
+    from tuneship.base_model import resolve_base_model
+
+    token = None
+    if base_model_hub_id(config):
+        from tuneship.blocks.credentials import resolve_hf_token
+
+        secret = resolve_hf_token(config.publish.hf_credentials_block)
+        token = secret.get_secret_value() if secret else None
+    return resolve_base_model(config.model, token=token)
 
 
 def check_credentials(config: PipelineConfig) -> CheckResult:
@@ -179,18 +195,11 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
     """
     from transformers import AutoTokenizer
 
-    from tuneship.base_model import resolve_base_model
     from tuneship.data import prepare_dataset
     from tuneship.training import TrainJobSpec, check_training_spec
 
     credentials = check_credentials(config)
-    token = None
-    if base_model_hub_id(config):
-        from tuneship.blocks.credentials import resolve_hf_token
-
-        secret = resolve_hf_token(config.publish.hf_credentials_block)
-        token = secret.get_secret_value() if secret else None
-    base_dir = resolve_base_model(config.model, token=token)
+    base_dir = fetch_base_model(config)
     results = [credentials, *check_before_training(config, base_dir)]
     with tempfile.TemporaryDirectory(prefix="tuneship-validate-") as tmp:
         prepared = prepare_dataset(

@@ -12,7 +12,6 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship import __version__
-from tuneship.base_model import resolve_base_model
 from tuneship.config import DEMO_BASE_MODEL, PipelineConfig, build_config, load_config
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
@@ -32,7 +31,7 @@ from tuneship.tasks.serving import (
 )
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
-from tuneship.validation import base_model_hub_id, check_before_training, check_credentials
+from tuneship.validation import check_before_training, check_credentials, fetch_base_model
 
 
 class DeploymentSummary(BaseModel):
@@ -79,13 +78,7 @@ class RunSummary(BaseModel):
 )
 def resolve_base_model_task(config: PipelineConfig) -> str:
     """Return a local folder of the base model (downloading or building it as needed)."""
-    token = None
-    if base_model_hub_id(config):
-        from tuneship.blocks.credentials import resolve_hf_token
-
-        secret = resolve_hf_token(config.publish.hf_credentials_block)
-        token = secret.get_secret_value() if secret else None
-    return str(resolve_base_model(config.model, token=token))
+    return str(fetch_base_model(config))
 
 
 @task(
