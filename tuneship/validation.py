@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
+from tuneship.config import PipelineConfig, is_demo_model
 from tuneship.errors import ConfigError, TrainingError
 
 
@@ -80,7 +80,7 @@ def base_model_hub_id(config: PipelineConfig) -> str | None:
     from tuneship.base_model import is_hub_id
 
     base = config.model.base
-    if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
+    if is_demo_model(base) or Path(base).expanduser().exists() or not is_hub_id(base):
         return None
     return base
 

@@ -12,7 +12,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship import __version__
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig, build_config, load_config
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    PipelineConfig,
+    build_config,
+    load_config,
+)
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.packaging import CardInfo, read_base_license
@@ -242,9 +248,10 @@ def finetune_and_deploy(
         )
     )
 
-    base_label = (
-        "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
-    )
+    base_label = {
+        DEMO_BASE_MODEL: "tuneship demo tiny Llama",
+        DEMO_PRETRAINED_BASE_MODEL: "tuneship demo tiny Llama (pre-trained on the demo data)",
+    }.get(config.model.base, config.model.base)
     metrics = {
         k: v
         for k, v in {
