@@ -21,6 +21,19 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_models_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of built demo models per session: the pre-trained demo base is built once."""
+    cache = tmp_path_factory.mktemp("models-cache")
+    previous = os.environ.get("TUNESHIP_MODELS_CACHE")
+    os.environ["TUNESHIP_MODELS_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("TUNESHIP_MODELS_CACHE", None)
+    else:
+        os.environ["TUNESHIP_MODELS_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One Prefect test server for the whole session, with heartbeats off (fast flow ends)."""
