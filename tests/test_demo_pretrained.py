@@ -80,3 +80,17 @@ def test_pretrained_base_is_built_once_learns_its_sentences_and_resolves() -> No
         loss = float(model(input_ids=ids, labels=ids).loss)
     # Random weights give about ln(vocab) = 6.2 nats; pre-training took it far below.
     assert loss < 2.0
+
+
+def test_pretrained_base_on_the_demo_data_split_another_way_is_refused(
+    tiny_model_dir: Path,
+) -> None:
+    from tuneship.config import load_config
+    from tuneship.demo import demo_config_path
+    from tuneship.validation import check_before_training
+
+    same = load_config(demo_config_path(), ["data.max_length=64"])
+    assert check_before_training(same, tiny_model_dir)
+    other = load_config(demo_config_path(), ["data.eval_fraction=0.2", "data.seed=1"])
+    with pytest.raises(ConfigError, match=r"data\.eval_fraction, data\.seed.*tiny-llama'"):
+        check_before_training(other, tiny_model_dir)

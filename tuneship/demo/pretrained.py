@@ -101,9 +101,7 @@ def build_corpus(rows: list[dict[str, Any]]) -> PretrainCorpus:
     Returns:
         The corpus.
     """
-    texts = [
-        m["content"] for row in rows for m in row.get("messages", []) if m.get("content")
-    ]
+    texts = [m["content"] for row in rows for m in row.get("messages", []) if m.get("content")]
     return PretrainCorpus(tokenizer_texts=texts, sentences=pretrain_texts(rows))
 
 

@@ -111,9 +111,7 @@ def _lora_config(spec: TrainJobSpec, model: Any) -> Any:
     to_save = check_modules_to_save(model, lora.modules_to_save)
     embedding = _input_embedding_name(model)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    saves_embedding = embedding is not None and any(
-        _matches(embedding, name) for name in to_save
-    )
+    saves_embedding = embedding is not None and any(_matches(embedding, name) for name in to_save)
     kwargs: dict[str, Any] = {}
     if to_save:
         kwargs["modules_to_save"] = to_save
