@@ -23,9 +23,12 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_models_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One cache of built demo models per session: the pre-trained demo base is built once."""
-    cache = tmp_path_factory.mktemp("models-cache")
+    """One cache of built demo models per session: the pre-trained demo base is built once.
+
+    A ``TUNESHIP_MODELS_CACHE`` set by the caller is kept, so sessions can share builds.
+    """
     previous = os.environ.get("TUNESHIP_MODELS_CACHE")
+    cache = Path(previous) if previous else tmp_path_factory.mktemp("models-cache")
     os.environ["TUNESHIP_MODELS_CACHE"] = str(cache)
     yield cache
     if previous is None:
