@@ -94,3 +94,21 @@ def test_pretrained_base_on_the_demo_data_split_another_way_is_refused(
     other = load_config(demo_config_path(), ["data.eval_fraction=0.2", "data.seed=1"])
     with pytest.raises(ConfigError, match=r"data\.eval_fraction, data\.seed.*tiny-llama'"):
         check_before_training(other, tiny_model_dir)
+
+
+def test_summary_states_the_merge_checks_measured_difference() -> None:
+    from tuneship.flows.finetune import describe_merge_check
+    from tuneship.training import MergeResult
+
+    result = MergeResult(
+        merged_dir="m",
+        max_abs_logit_diff=1.22e-5,
+        tolerance=2e-3,
+        checked_rows=4,
+        dtype="float32",
+        merged=True,
+    )
+    assert describe_merge_check(result) == (
+        "merged model vs base + adapter: max abs logit difference 1.22e-05 "
+        "(tolerance 0.002, float32, 4 rows)"
+    )
