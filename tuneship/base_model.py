@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    ModelConfig,
+    default_home,
+    is_demo_model,
+)
 from tuneship.errors import ConfigError
 
 
@@ -49,11 +55,20 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         A folder with config.json, weights and tokenizer.
 
     Raises:
-        ConfigError: ``model.base`` is neither the demo model, an existing folder, nor a
+        ConfigError: ``model.base`` is neither a demo model, an existing folder, nor a
             Hub id.
     """
     if model.base == DEMO_BASE_MODEL:
         return ensure_demo_model()
+    if model.base == DEMO_PRETRAINED_BASE_MODEL:
+        from tuneship.demo.pretrained import ensure_pretrained_demo_model
+
+        return ensure_pretrained_demo_model()
+    if is_demo_model(model.base):
+        raise ConfigError(
+            f"model.base={model.base!r} is not a demo model; use {DEMO_BASE_MODEL!r} (random "
+            f"weights) or {DEMO_PRETRAINED_BASE_MODEL!r} (pre-trained on the demo data)"
+        )
     path = Path(model.base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

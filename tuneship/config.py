@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,15 @@ Strategy = Literal["no", "steps", "epoch"]
 
 DEMO_BASE_MODEL = "tuneship-demo://tiny-llama"
 """Sentinel base model: the demo builds a tiny Llama model locally instead of downloading."""
+DEMO_PRETRAINED_BASE_MODEL = "tuneship-demo://tiny-llama-pretrained"
+"""The tiny Llama pre-trained on the demo data's train split (built once, cached)."""
+DEMO_MODEL_PREFIX = "tuneship-demo://"
+_MODULE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def is_demo_model(base: str) -> bool:
+    """Return True when ``base`` names one of the demo's locally built models."""
+    return base.startswith(DEMO_MODEL_PREFIX)
 
 
 def default_home() -> Path:
@@ -106,6 +116,28 @@ class LoraConfig(_Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Modules trained in full beside the adapter and merged into the model, e.g. "
+            "['embed_tokens', 'norm'] (module names, or dotted paths' ends, of the base model)."
+        ),
+    )
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        """Reject names that cannot be module names, and repeats, before any model loads."""
+        bad = [name for name in value if not _MODULE_NAME_RE.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"not module names: {bad}; give names such as 'embed_tokens', 'norm' or "
+                "'model.norm' (letters, digits and underscores, dot-separated)"
+            )
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"listed more than once: {repeated}")
+        return value
 
 
 class TrainingConfig(_Section):

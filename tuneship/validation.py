@@ -7,7 +7,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    PipelineConfig,
+    is_demo_model,
+)
+from tuneship.data.sources import DEMO_DATA
 from tuneship.errors import ConfigError, TrainingError
 
 
@@ -40,6 +46,31 @@ def _check_qlora(config: PipelineConfig) -> str:
             "has none; use training.adapter=lora, or run on a GPU machine"
         )
     return "qlora on CUDA"
+
+
+def _check_demo_split(config: PipelineConfig) -> None:
+    """Refuse the pre-trained demo base on the demo data split another way.
+
+    That base learnt the train split of the demo's own data settings; split differently,
+    some of the run's eval rows would be sentences the base was trained on.
+    """
+    if config.model.base != DEMO_PRETRAINED_BASE_MODEL or config.data.path != DEMO_DATA:
+        return
+    from tuneship.demo.pretrained import demo_data_config
+
+    # max_length truncates rows but does not change which rows land in which split.
+    ignore = {"max_length"}
+    expected = demo_data_config().model_dump(exclude=ignore)
+    changed = sorted(
+        k for k, v in config.data.model_dump(exclude=ignore).items() if expected[k] != v
+    )
+    if changed:
+        raise ConfigError(
+            f"model.base={DEMO_PRETRAINED_BASE_MODEL!r} was pre-trained on the train split of "
+            f"the demo data as tuneship/demo/demo.yaml splits it, but this run changes "
+            f"data.{', data.'.join(changed)}: its eval rows could be sentences the base has "
+            f"learnt. Keep the demo's data settings or use model.base={DEMO_BASE_MODEL!r}."
+        )
 
 
 def _check_publish(config: PipelineConfig) -> str:
@@ -80,7 +111,7 @@ def base_model_hub_id(config: PipelineConfig) -> str | None:
     from tuneship.base_model import is_hub_id
 
     base = config.model.base
-    if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
+    if is_demo_model(base) or Path(base).expanduser().exists() or not is_hub_id(base):
         return None
     return base
 
@@ -167,6 +198,7 @@ def check_before_training(config: PipelineConfig, base_model_dir: Path) -> list[
     results = [CheckResult(name="config", ok=True, detail="valid")]
     if not (base_model_dir / "config.json").is_file():
         raise ConfigError(f"model.base: {base_model_dir} has no config.json")
+    _check_demo_split(config)
     results.append(CheckResult(name="base model", ok=True, detail=str(base_model_dir)))
     for name, check in (
         ("compute", _check_qlora),

@@ -135,6 +135,8 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
             f"eval loss before training: {summary.base_eval_loss:.4f}\n"
             f"eval loss after training:  {summary.eval_loss:.4f}"
         )
+    if summary.merge_check:
+        typer.echo(f"merge check: {summary.merge_check}")
     typer.echo(f"model folder: {summary.published.location}")
     typer.echo(render_summary(summary))
     dep = summary.deployment

@@ -12,7 +12,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship import __version__
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig, build_config, load_config
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    PipelineConfig,
+    build_config,
+    load_config,
+)
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.packaging import CardInfo, read_base_license
@@ -31,6 +37,7 @@ from tuneship.tasks.serving import (
 )
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training import MergeJobSpec, TrainJobSpec
+from tuneship.training.specs import MergeResult
 from tuneship.validation import check_before_training, check_credentials, fetch_base_model
 
 
@@ -60,6 +67,7 @@ class RunSummary(BaseModel):
     base_eval_loss: float | None
     eval_loss: float | None
     gate: str
+    merge_check: str | None = None
     merged_dir: str
     package_dir: str
     published: PublishResult
@@ -242,9 +250,10 @@ def finetune_and_deploy(
         )
     )
 
-    base_label = (
-        "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
-    )
+    base_label = {
+        DEMO_BASE_MODEL: "tuneship demo tiny Llama",
+        DEMO_PRETRAINED_BASE_MODEL: "tuneship demo tiny Llama (pre-trained on the demo data)",
+    }.get(config.model.base, config.model.base)
     metrics = {
         k: v
         for k, v in {
@@ -316,6 +325,7 @@ def finetune_and_deploy(
         base_eval_loss=trained.base_eval_loss,
         eval_loss=trained.eval_loss,
         gate=gate.message,
+        merge_check=describe_merge_check(merged),
         merged_dir=merged.merged_dir,
         package_dir=package.path,
         published=published,
@@ -432,6 +442,15 @@ def deploy_published_to_runpod(
     )
 
 
+def describe_merge_check(result: MergeResult) -> str:
+    """Say what the merge self-check compared and the logit difference it measured."""
+    what = "merged model vs base + adapter" if result.merged else "re-saved model vs trained model"
+    return (
+        f"{what}: max abs logit difference {result.max_abs_logit_diff:.3g} "
+        f"(tolerance {result.tolerance:.3g}, {result.dtype}, {result.checked_rows} rows)"
+    )
+
+
 def render_summary(summary: RunSummary) -> str:
     """Render a run summary as a Markdown table (artifact and CLI output)."""
     rows = [
@@ -440,6 +459,7 @@ def render_summary(summary: RunSummary) -> str:
         ("data", f"{summary.n_train} train / {summary.n_eval} eval rows"),
         ("dataset fingerprint", summary.dataset_fingerprint[:16]),
         ("eval", summary.gate),
+        ("merge check", summary.merge_check or "not run"),
         ("packaged model", summary.package_dir),
         ("published", f"{summary.published.target}: {summary.published.location}"),
         ("revision", summary.published.revision),

@@ -101,13 +101,25 @@ def _load_model(spec: TrainJobSpec) -> PreTrainedModel:
     return model
 
 
-def _lora_config(spec: TrainJobSpec) -> Any:
+def _lora_config(spec: TrainJobSpec, model: Any) -> Any:
     from peft import LoraConfig
 
     lora = spec.training.lora
     target = (
         lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     )
+    to_save = check_modules_to_save(model, lora.modules_to_save)
+    embedding = _input_embedding_name(model)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    saves_embedding = embedding is not None and any(_matches(embedding, name) for name in to_save)
+    kwargs: dict[str, Any] = {}
+    if to_save:
+        kwargs["modules_to_save"] = to_save
+    if tied and saves_embedding:
+        # With tied input and output embeddings, a trained copy of embed_tokens alone would
+        # untie them: training would see the new embeddings and the old output layer, and the
+        # merged model (saved tied) something else again. PEFT keeps the copies tied.
+        kwargs["ensure_weight_tying"] = True
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -115,7 +127,46 @@ def _lora_config(spec: TrainJobSpec) -> Any:
         target_modules=target,
         bias="none",
         task_type="CAUSAL_LM",
+        **kwargs,
     )
+
+
+def _matches(module_path: str, name: str) -> bool:
+    # PEFT matches modules_to_save entries against the end of a module's dotted path.
+    return module_path == name or module_path.endswith("." + name)
+
+
+def _input_embedding_name(model: Any) -> str | None:
+    embedding = model.get_input_embeddings()
+    return next((n for n, m in model.named_modules() if m is embedding), None)
+
+
+def check_modules_to_save(model: Any, names: list[str]) -> list[str]:
+    """Return ``names`` after checking that each one names a module of ``model``.
+
+    Args:
+        model: The loaded base model.
+        names: ``training.lora.modules_to_save``.
+
+    Returns:
+        The names, unchanged.
+
+    Raises:
+        TrainingError: A name matches no module; the message lists the model's modules
+            that are not inside a transformer layer (embeddings, final norm, output layer).
+    """
+    paths = [n for n, _ in model.named_modules() if n]
+    missing = [name for name in names if not any(_matches(p, name) for p in paths)]
+    if missing:
+        # Modules outside the repeated layers are what one saves in practice.
+        candidates = sorted(
+            {p.rsplit(".", 1)[-1] for p in paths if not re.search(r"\.\d+(\.|$)", p)}
+        )
+        raise TrainingError(
+            f"training.lora.modules_to_save: {missing} match no module of the base model; "
+            f"modules outside its layers: {candidates}"
+        )
+    return list(names)
 
 
 def _precision(spec: TrainJobSpec) -> dict[str, bool]:
@@ -200,7 +251,7 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
         _load_dataset(spec.eval_path, "eval_path") if t.evaluates and spec.eval_path else None
     )
     model = _load_model(spec)
-    peft_config = _lora_config(spec) if t.adapter in ("lora", "qlora") else None
+    peft_config = _lora_config(spec, model) if t.adapter in ("lora", "qlora") else None
     args_kwargs = build_args_kwargs(spec)
     common: dict[str, Any] = {
         "model": model,
