@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneship.errors import TrainingError
 from tuneship.training.checks import check_training_spec, resolve_train_dtype
+from tuneship.training.loss_mask import mask_chat_dataset, plan_sft_loss
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
@@ -213,7 +214,20 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
     if t.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        sft_args = SFTConfig(**args_kwargs, max_length=spec.max_length, packing=False)
+        loss = plan_sft_loss(spec.trainer_format, tokenizer, train_on_inputs=t.train_on_inputs)
+        logger.info("SFT loss on %s", loss.description)
+        if loss.mask_in_tuneship:
+            common["train_dataset"] = mask_chat_dataset(train_dataset, tokenizer)
+            if eval_dataset is not None:
+                # The same mask for the eval set: base and fine-tuned eval losses compare.
+                common["eval_dataset"] = mask_chat_dataset(eval_dataset, tokenizer)
+        sft_args = SFTConfig(
+            **args_kwargs,
+            max_length=spec.max_length,
+            packing=False,
+            assistant_only_loss=loss.assistant_only_loss,
+            completion_only_loss=loss.completion_only_loss,
+        )
         return SFTTrainer(args=sft_args, **common)
     if t.method == "dpo":
         from trl import DPOConfig, DPOTrainer
