@@ -265,6 +265,24 @@ def _history(trainer: Trainer, key: str) -> list[tuple[int, float]]:
     return downsample_series(points)
 
 
+_EVAL_TIMING = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def _last_eval_metrics(trainer: Trainer) -> dict[str, float]:
+    # DPO/ORPO add their reward metrics to the logged entry, not to evaluate()'s return value.
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            return {
+                key: float(value)
+                for key, value in entry.items()
+                if key.startswith("eval_")
+                and not key.endswith(_EVAL_TIMING)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            }
+    return {}
+
+
 def run_training(
     spec: TrainJobSpec,
     on_progress: Callable[[TrainProgress], None] | None = None,
@@ -309,8 +327,10 @@ def run_training(
         loss_history = _history(trainer, "loss")
         eval_loss_history = _history(trainer, "eval_loss")
         eval_loss = None
+        eval_metrics: dict[str, float] = {}
         if spec.training.evaluates:
             eval_loss = float(trainer.evaluate()["eval_loss"])
+            eval_metrics = _last_eval_metrics(trainer)
         final_dir = Path(spec.output_dir) / FINAL_DIRNAME
         if final_dir.exists():
             # A previous run in the same folder (say, LoRA before a full fine-tune) must not
@@ -328,6 +348,7 @@ def run_training(
             train_loss=float(output.training_loss) if output.training_loss is not None else None,
             base_eval_loss=base_eval_loss,
             eval_loss=eval_loss,
+            eval_metrics=eval_metrics,
             best_checkpoint=trainer.state.best_model_checkpoint,
             resumed_from=resume,
             notes=notes,
