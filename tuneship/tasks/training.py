@@ -47,9 +47,9 @@ class _ProgressReporter:
             key=artifact_key(run_name, "training-progress"),
             description="Training progress (steps done / total)",
         )
-        self._last_logged: tuple[Any, ...] | None = None
+        self._last_logged_step: int | None = None
+        self._logged: dict[str, float] = {}
         self._last_log_time = 0.0
-        self._last_eval: float | None = None
         self._last_pct = -1.0
         self._last_time = 0.0
         self.logger = get_logger()
@@ -67,16 +67,19 @@ class _ProgressReporter:
             for k, v in progress.logs.items()
             if k in self.LOGGED_KEYS and isinstance(v, int | float)
         }
+        # A report carries only its own step's values; of those, a line shows the ones not
+        # yet logged (an eval loss logged at the step of an already logged training loss).
+        if progress.step == self._last_logged_step:
+            shown = {k: v for k, v in shown.items() if self._logged.get(k) != v}
         if not shown:
             return
-        new_eval = shown.get("eval_loss") != self._last_eval
-        # Log lines likewise: every new eval loss, otherwise at most one per 5 s.
-        if new_eval or now - self._last_log_time >= 5.0 or progress.step >= progress.max_steps:
-            key = (progress.step, tuple(sorted(shown.items())))
-            if key != self._last_logged:
-                self._last_logged, self._last_log_time = key, now
-                self._last_eval = shown.get("eval_loss")
-                self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+        # Log lines likewise: every eval loss, otherwise at most one per 5 s.
+        if "eval_loss" in shown or now - self._last_log_time >= 5.0 or pct >= 100.0:
+            if progress.step != self._last_logged_step:
+                self._last_logged_step, self._logged = progress.step, {}
+            self._logged.update(shown)
+            self._last_log_time = now
+            self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
 
 
 def prepare_hub_checkpoints(
