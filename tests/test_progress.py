@@ -59,16 +59,8 @@ def test_progress_lines_show_each_value_once() -> None:
     logger.setLevel(logging.INFO)
     logger.addHandler(lines)
 
-    reporter = tasks_training._ProgressReporter.__new__(tasks_training._ProgressReporter)
-    # Only the line logic: no progress artifact outside a flow run.
-    reporter.__dict__.update(
-        _last_logged_step=None,
-        _logged={},
-        _last_log_time=0.0,
-        _last_pct=200.0,
-        _last_time=0.0,
-        logger=logger,
-    )
+    reporter = tasks_training._ProgressReporter()  # no progress artifact outside a run
+    reporter.logger = logger
     reporter(TrainProgress(step=6, max_steps=10, logs={}))
     reporter(TrainProgress(step=6, max_steps=10, logs={"loss": 2.0}))
     reporter(TrainProgress(step=6, max_steps=10, logs={"loss": 2.0, "eval_loss": 1.5}))
