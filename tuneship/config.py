@@ -176,6 +176,11 @@ class TrainingConfig(_Section):
     resume_from_checkpoint: str | None = Field(
         None, description="Checkpoint folder to resume from, or 'auto' for the newest one."
     )
+    train_on_inputs: bool = Field(
+        False,
+        description="SFT: false puts the loss on the assistant's tokens (chat) or the "
+        "completion (prompt/completion) only; true trains on every token.",
+    )
     beta: float = Field(0.1, gt=0, description="DPO beta / ORPO lambda.")
     seed: int = Field(42, description="Training seed.")
     require_improvement: bool = Field(

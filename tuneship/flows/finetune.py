@@ -21,7 +21,8 @@ from tuneship.config import (
 )
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
-from tuneship.packaging import CardInfo, read_base_license
+from tuneship.packaging import read_base_license
+from tuneship.packaging.card_info import build_card_info
 from tuneship.publishing.base import PublishResult
 from tuneship.registry import ModelEntry
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
@@ -262,23 +263,14 @@ def finetune_and_deploy(
         }.items()
         if v is not None
     }
-    card = CardInfo(
-        repo_id=config.publish.repo_id,
-        base_model=base_label,
-        method=config.training.method,
-        adapter=config.training.adapter,
-        datasets=[config.data.path] if "://" not in config.data.path else [],
-        license=config.publish.license or read_base_license(base_dir),
-        metrics=metrics,
-        hyperparameters={
-            "learning_rate": config.training.learning_rate,
-            "max_steps": trained.global_step,
-            "lora_r": config.training.lora.r,
-            "lora_alpha": config.training.lora.alpha,
-            "per_device_train_batch_size": config.training.per_device_train_batch_size,
-        },
+    card = build_card_info(
+        config,
+        trained,
+        trainer_format=prepared.trainer_format,
         dataset_fingerprint=prepared.fingerprint,
-        tuneship_version=__version__,
+        base_label=base_label,
+        license=config.publish.license or read_base_license(base_dir),
+        version=__version__,
     )
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check

@@ -60,6 +60,10 @@ class TrainResult(_Spec):
     train_loss: float | None = None
     base_eval_loss: float | None = Field(None, description="Eval loss before training.")
     eval_loss: float | None = Field(None, description="Eval loss of the final (best) model.")
+    eval_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Every eval metric of the final model (e.g. DPO's eval_rewards/accuracies).",
+    )
     best_checkpoint: str | None = None
     resumed_from: str | None = None
     notes: list[str] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneship.errors import TrainingError
 from tuneship.training.checks import check_training_spec, resolve_train_dtype
+from tuneship.training.loss_mask import mask_chat_dataset, plan_sft_loss
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
@@ -264,7 +265,20 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
     if t.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        sft_args = SFTConfig(**args_kwargs, max_length=spec.max_length, packing=False)
+        loss = plan_sft_loss(spec.trainer_format, tokenizer, train_on_inputs=t.train_on_inputs)
+        logger.info("SFT loss on %s", loss.description)
+        if loss.mask_in_tuneship:
+            common["train_dataset"] = mask_chat_dataset(train_dataset, tokenizer)
+            if eval_dataset is not None:
+                # The same mask for the eval set: base and fine-tuned eval losses compare.
+                common["eval_dataset"] = mask_chat_dataset(eval_dataset, tokenizer)
+        sft_args = SFTConfig(
+            **args_kwargs,
+            max_length=spec.max_length,
+            packing=False,
+            assistant_only_loss=loss.assistant_only_loss,
+            completion_only_loss=loss.completion_only_loss,
+        )
         return SFTTrainer(args=sft_args, **common)
     if t.method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -300,6 +314,24 @@ def _history(trainer: Trainer, key: str) -> list[tuple[int, float]]:
         if key in entry and "step" in entry
     ]
     return downsample_series(points)
+
+
+_EVAL_TIMING = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def _last_eval_metrics(trainer: Trainer) -> dict[str, float]:
+    # DPO/ORPO add their reward metrics to the logged entry, not to evaluate()'s return value.
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            return {
+                key: float(value)
+                for key, value in entry.items()
+                if key.startswith("eval_")
+                and not key.endswith(_EVAL_TIMING)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            }
+    return {}
 
 
 def run_training(
@@ -346,8 +378,10 @@ def run_training(
         loss_history = _history(trainer, "loss")
         eval_loss_history = _history(trainer, "eval_loss")
         eval_loss = None
+        eval_metrics: dict[str, float] = {}
         if spec.training.evaluates:
             eval_loss = float(trainer.evaluate()["eval_loss"])
+            eval_metrics = _last_eval_metrics(trainer)
         final_dir = Path(spec.output_dir) / FINAL_DIRNAME
         if final_dir.exists():
             # A previous run in the same folder (say, LoRA before a full fine-tune) must not
@@ -365,6 +399,7 @@ def run_training(
             train_loss=float(output.training_loss) if output.training_loss is not None else None,
             base_eval_loss=base_eval_loss,
             eval_loss=eval_loss,
+            eval_metrics=eval_metrics,
             best_checkpoint=trainer.state.best_model_checkpoint,
             resumed_from=resume,
             notes=notes,
