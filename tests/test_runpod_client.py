@@ -22,10 +22,9 @@ from tuneship.runpod.specs import (
     check_pod_image,
     resource_name,
     worker_cuda_versions,
-    worker_env,
 )
 from tuneship.serving.runpod_pod import RunPodPodTarget
-from tuneship.serving.runpod_serverless import RunPodServerlessTarget
+from tuneship.serving.runpod_serverless import RunPodServerlessTarget, worker_env
 
 CREATING_CALLS = ("saveTemplate", "saveEndpoint", "podFindAndDeployOnDemand")
 

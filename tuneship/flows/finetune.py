@@ -352,12 +352,12 @@ def serve_and_smoke_test(
     """
     from tuneship.serving.lifecycle import managed_deployment
 
-    # The plan fails fast when the request cannot fit; the target re-plans from the same
-    # readings when it starts the server.
-    plan_local_serving(model_dir, config.serve, config.name)
+    # The plan fails fast when the request cannot fit; the server starts with this plan.
+    plan = plan_local_serving(model_dir, config.serve, config.name)
     with managed_deployment(
         model_dir,
         config.serve,
+        plan=plan,
         name=config.name,
         model_name=model_name,
         model_version=model_version,

@@ -279,8 +279,10 @@ class ServeRequest:
     ) -> ServeRequest:
         """The request the ``serve`` section makes; every target plans with this.
 
-        ``auto`` lengths are capped at :data:`GPU_AUTO_LEN_CAP`;
-        ``serve.runpod.gpu_count`` (when set) wins over ``serve.tensor_parallel_size``.
+        ``auto`` lengths are capped at :data:`GPU_AUTO_LEN_CAP`. On a RunPod target
+        ``serve.runpod.gpu_count`` (when set) wins over ``serve.tensor_parallel_size``, and
+        the default TP of 1 lets the planner rent more GPUs when one is not enough; a
+        local server uses exactly ``serve.tensor_parallel_size`` GPUs.
         ``extra_options`` that change memory (``enforce_eager``, ``kv_cache_dtype``) are
         read here, so the plan and the server's flags agree.
         """
@@ -290,12 +292,20 @@ class ServeRequest:
             max_model_len=serve.max_model_len,
             max_model_len_cap=GPU_AUTO_LEN_CAP,
             gpu_memory_utilization=serve.gpu_memory_utilization,
-            tensor_parallel_size=serve.runpod.gpu_count or serve.tensor_parallel_size,
+            tensor_parallel_size=_requested_tp(serve),
             kv_cache_dtype=cast(KvCacheDtype, "fp8" if kv_dtype.startswith("fp8") else "auto"),
             dtype=serve.dtype,
             enforce_eager=bool(extra.get("enforce_eager")),
             price_basis=price_basis,
         )
+
+
+def _requested_tp(serve: ServeConfig) -> int | None:
+    if not serve.target.startswith("runpod"):
+        return serve.tensor_parallel_size
+    if serve.runpod.gpu_count:
+        return serve.runpod.gpu_count
+    return serve.tensor_parallel_size if serve.tensor_parallel_size > 1 else None
 
 
 @dataclass
@@ -328,6 +338,8 @@ class ServingOption:
     largest_fitting_model_len: int = 0
     kv_cache_dtype: str = "auto"
     kv_cache_measured: bool = False
+    memory_share_limit: float = 0.0
+    memory_problem: str | None = None
     price_basis: str = ""
     runpod_gpu_id: str | None = None
     serverless_pool: str | None = None
@@ -424,6 +436,59 @@ def _gib(value: float) -> float:
     return round(value / GIB, 2)
 
 
+def choose_memory_share(
+    total: float,
+    free: float,
+    requested: float | Literal["auto"],
+    old_graph_headroom: float = 0.0,
+) -> tuple[float | None, float, str | None]:
+    """The ``gpu_memory_utilization`` to use on one GPU, the highest safe one, and why not.
+
+    vLLM refuses to start unless ``ceil(total x util)`` bytes are free (vllm-memory.md 1.1);
+    the highest safe share keeps :data:`FREE_MEMORY_MARGIN_GIB` free beside that, and
+    ``"auto"`` takes it, up to :data:`AUTO_UTILIZATION_CAP`.
+
+    Args:
+        total: The GPU's memory in bytes.
+        free: Free bytes at vLLM's check (after its CUDA context).
+        requested: ``serve.gpu_memory_utilization``: a share or ``"auto"``.
+        old_graph_headroom: Bytes CUDA graphs need outside the budget (vLLM < 0.21).
+
+    Returns:
+        ``(share, highest safe share, problem)``: share is None when no share is safe;
+        problem says why the free memory does not allow the share (None when it does).
+    """
+    raw = (free - FREE_MEMORY_MARGIN_GIB * GIB) / total
+    if old_graph_headroom:
+        raw = min(raw, 1 - old_graph_headroom / total)
+    limit = max(0.0, math.floor(raw * 100 + 1e-9) / 100)
+    if requested == "auto":
+        util = min(limit, AUTO_UTILIZATION_CAP)
+        if util <= 0:
+            return (
+                None,
+                limit,
+                (
+                    f"only {_gib(free):.2f} of {_gib(total):.2f} GiB is free: no memory fraction "
+                    "is safe to ask for"
+                ),
+            )
+        return util, limit, None
+    util = float(requested)
+    needed = math.ceil(total * util)
+    if needed > free:
+        return (
+            util,
+            limit,
+            (
+                f"gpu_memory_utilization {util:.2f} needs {_gib(needed):.2f} GiB free at start "
+                f"but {_gib(free):.2f} of {_gib(total):.2f} GiB is free; use at most {limit:.2f}, "
+                "or 'auto'"
+            ),
+        )
+    return util, limit, None
+
+
 def evaluate_option(
     facts: ModelFacts,
     gpu: GpuSpec,
@@ -474,34 +539,18 @@ def evaluate_option(
         else (CUDA_GRAPH_GIB + OLD_GRAPH_HEADROOM_GIB) * GIB
     )
 
-    util: float | None
-    if gpu_memory_utilization == "auto":
-        raw = (free - FREE_MEMORY_MARGIN_GIB * GIB) / total
-        if old_graph_headroom:
-            raw = min(raw, 1 - old_graph_headroom / total)
-        util = math.floor(min(raw, AUTO_UTILIZATION_CAP) * 100 + 1e-9) / 100
-        if util <= 0:
-            reasons.append(
-                f"only {_gib(free):.2f} of {_gib(total):.2f} GiB is free: no memory fraction "
-                "is safe to ask for"
-            )
-            util = None
-    else:
-        util = float(gpu_memory_utilization)
-        requested = math.ceil(total * util)
-        if requested > free:
-            most = math.floor(free / total * 100) / 100
-            reasons.append(
-                f"gpu_memory_utilization {util:.2f} needs {_gib(requested):.2f} GiB free at start "
-                f"but {_gib(free):.2f} of {_gib(total):.2f} GiB is free; use at most {most:.2f} "
-                "or 'auto'"
-            )
-        if old_graph_headroom and (1 - util) * total < old_graph_headroom:
-            reasons.append(
-                f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
-                f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB "
-                "for them"
-            )
+    util, share_limit, memory_problem = choose_memory_share(
+        total, free, gpu_memory_utilization, old_graph_headroom
+    )
+    if memory_problem:
+        reasons.append(memory_problem)
+    requested_share = util is not None and gpu_memory_utilization != "auto"
+    if requested_share and old_graph_headroom and (1 - (util or 0)) * total < old_graph_headroom:
+        reasons.append(
+            f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
+            f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB "
+            "for them"
+        )
     budget = (util or 0.0) * total
     weights = facts.weight_bytes / tp
     activation = activation_peak_gib(facts, gpu, version) * GIB
@@ -610,6 +659,8 @@ def evaluate_option(
         largest_fitting_model_len=largest,
         kv_cache_dtype=kv_cache_dtype,
         kv_cache_measured=measured,
+        memory_share_limit=share_limit,
+        memory_problem=memory_problem,
         price_basis=basis,
         runpod_gpu_id=gpu.runpod_id,
         serverless_pool=gpu.serverless_pool,

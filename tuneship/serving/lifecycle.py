@@ -130,6 +130,7 @@ def managed_deployment(
     registry_url: str | None = None,
     keep: bool | None = None,
     target: ServingTarget | None = None,
+    plan: Any = None,
 ) -> Iterator[DeploymentInfo]:
     """Serve ``model`` for the duration of a ``with`` block.
 
@@ -147,6 +148,7 @@ def managed_deployment(
         keep: Leave the server running after a normal exit (default:
             ``options.keep_serving``).
         target: Serving target (default: :class:`LocalVllmTarget`).
+        plan: The target's plan (from ``target.plan``); the target makes it when None.
 
     Yields:
         The ready deployment (``info.api_key`` holds the key).
@@ -162,7 +164,12 @@ def managed_deployment(
     with _sigterm_raises():
         try:
             info = target.deploy(
-                model, options, name=name, model_name=model_name, model_version=model_version
+                model,
+                options,
+                name=name,
+                model_name=model_name,
+                model_version=model_version,
+                plan=plan,
             )
         except ServingError as exc:
             logger.error("deployment %r failed to start: %s", name, exc)

@@ -43,11 +43,11 @@ from tuneship.runpod.specs import (
     check_budget,
     check_pod_image,
     plan_pod,
-    pod_docker_args,
     resource_name,
 )
 from tuneship.serving.base import DeploymentInfo
 from tuneship.serving.runpod_serverless import require_hub_id
+from tuneship.serving.vllm_options import build_vllm_options
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ class RunPodPodTarget(RunPodTargetBase):
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
+        plan: RunPodPlan | None = None,
     ) -> RunPodDeploymentInfo:
         """Rent the pod, wait until vLLM answers through the proxy, return the endpoint.
 
@@ -151,7 +152,7 @@ class RunPodPodTarget(RunPodTargetBase):
         rp = options.runpod
         check_pod_image(rp.pod_image)
         model_id = require_hub_id(model)
-        plan = self._plan or self.plan(model_id, options, name=name)
+        plan = plan or self._plan or self.plan(model_id, options, name=name)
         check_budget(plan, options)
         token = self.hf_token
         if token is None:
@@ -169,7 +170,16 @@ class RunPodPodTarget(RunPodTargetBase):
             env["HF_TOKEN"] = token
         if rp.network_volume_id:
             env["HF_HOME"] = "/workspace/huggingface"
-        docker_args = pod_docker_args(plan, options)
+        # The API key is no flag: it goes in VLLM_API_KEY (vLLM reads it like --api-key),
+        # so it does not show in the pod's command line.
+        docker_args = build_vllm_options(
+            plan.model,
+            plan.served_model_name,
+            plan,
+            options,
+            revision=plan.revision,
+            max_num_seqs=options.runpod.max_num_seqs,
+        ).as_pod_args(POD_PORT)
         pod_id: str | None = None
         started = time.monotonic()
         try:

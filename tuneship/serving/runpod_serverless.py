@@ -38,15 +38,46 @@ from tuneship.runpod.specs import (
     plan_serverless,
     resource_name,
     worker_cuda_versions,
-    worker_env,
 )
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.vllm_options import build_vllm_options
 
 log = logging.getLogger(__name__)
 
 READY_PROBE = {"route": "/v1/models", "method": "GET"}
 """worker-vllm (v2.24+) forwards ``{"route", "method", "body"}`` jobs to its local vLLM."""
 _WORKER_STATES = ("idle", "initializing", "ready", "running")
+
+
+def worker_env(
+    plan: RunPodPlan, options: ServeConfig, *, hf_token: str | None = None
+) -> dict[str, str]:
+    """The serverless template's environment for ``runpod/worker-v1-vllm`` (v2.24+).
+
+    The vLLM flags are :func:`~tuneship.serving.vllm_options.build_vllm_options`' (the
+    same set a local server or a pod gets), rendered as the worker's variables.
+
+    Args:
+        plan: The serverless plan.
+        options: The ``serve`` section.
+        hf_token: Only for private or gated repos: the worker logs its command line, which
+            then holds the token.
+    """
+    engine = build_vllm_options(
+        plan.model,
+        plan.served_model_name,
+        plan,
+        options,
+        revision=plan.revision,
+        max_num_seqs=options.runpod.max_num_seqs,
+    )
+    env = engine.as_worker_env()
+    env["VLLM_STARTUP_TIMEOUT"] = str(int(options.startup_timeout_s))
+    if options.runpod.network_volume_id:
+        env["BASE_PATH"] = "/runpod-volume"
+    if hf_token:
+        env["HF_TOKEN"] = hf_token
+    return env
 
 
 def require_hub_id(model: str | Path) -> str:
@@ -134,6 +165,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
+        plan: RunPodPlan | None = None,
     ) -> RunPodDeploymentInfo:
         """Create or update the template and endpoint, and wait for a worker to answer.
 
@@ -145,7 +177,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         rp = options.runpod
         cuda = worker_cuda_versions(rp.worker_image)
         model_id = require_hub_id(model)
-        plan = self._plan or self.plan(model_id, options, name=name)
+        plan = plan or self._plan or self.plan(model_id, options, name=name)
         check_budget(plan, options)
         token = self.hf_token
         if token is None:
