@@ -18,8 +18,6 @@ import secrets
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError
-from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo
 from tuneship.serving.engine import resolve_engine_command
+from tuneship.serving.http import http_get
 from tuneship.serving.placement import LocalPlan, plan_local_server
 from tuneship.serving.process import process_start_time, register_child, stop_process_group
 from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
@@ -165,17 +164,6 @@ def memory_suggestion(plan: LocalPlan) -> str:
     return advice
 
 
-def _http_get(url: str, api_key: str | None, timeout_s: float) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def _read_log(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -205,6 +193,7 @@ class LocalVllmTarget:
     """
 
     name = TARGET_NAME
+    record_type: type[DeploymentInfo] = LocalDeploymentInfo
 
     def __init__(
         self,
@@ -224,7 +213,7 @@ class LocalVllmTarget:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def plan(self, model: str | Path, options: ServeConfig) -> LocalPlan:
+    def plan(self, model: str | Path, options: ServeConfig, *, name: str = "") -> LocalPlan:
         """Return where and how ``model`` would be served (no process is started)."""
         return plan_local_server(model, options, gpus=self.gpus)
 
@@ -237,7 +226,7 @@ class LocalVllmTarget:
         model_name: str | None = None,
         model_version: str | None = None,
         plan: LocalPlan | None = None,
-    ) -> DeploymentInfo:
+    ) -> LocalDeploymentInfo:
         """Start vLLM on ``model`` and return once it serves; see :class:`ServingTarget`.
 
         Args:
@@ -294,7 +283,7 @@ class LocalVllmTarget:
         register_child(proc)
         started = time.monotonic()
         try:
-            info = DeploymentInfo(
+            info = LocalDeploymentInfo(
                 name=name,
                 target=self.name,
                 url=f"http://{url_host(options.host)}:{port}/v1",
@@ -329,7 +318,7 @@ class LocalVllmTarget:
     def _wait_until_ready(
         self,
         proc: subprocess.Popen[bytes],
-        info: DeploymentInfo,
+        info: LocalDeploymentInfo,
         options: ServeConfig,
         plan: LocalPlan,
     ) -> None:
@@ -343,10 +332,10 @@ class LocalVllmTarget:
                 self._fail(info, options, plan, f"vLLM exited with code {code} while starting")
             try:
                 if not healthy:
-                    status, _ = _http_get(f"{base}/health", None, 5.0)
+                    status, _ = http_get(f"{base}/health", None, 5.0)
                     healthy = status == 200
                 if healthy:
-                    status, body = _http_get(f"{base}/v1/models", info.api_key, 10.0)
+                    status, body = http_get(f"{base}/v1/models", info.api_key, 10.0)
                     if status in (401, 403):
                         self._fail(
                             info,
@@ -379,7 +368,7 @@ class LocalVllmTarget:
             pause = min(pause * 1.5, self.poll_interval_s)
 
     def _fail(
-        self, info: DeploymentInfo, options: ServeConfig, plan: LocalPlan, reason: str
+        self, info: LocalDeploymentInfo, options: ServeConfig, plan: LocalPlan, reason: str
     ) -> None:
         self.stop(info)
         log_path = Path(info.log_path) if info.log_path else None
@@ -396,19 +385,49 @@ class LocalVllmTarget:
         message += f"\nFull log: {log_path}"
         raise ServerStartError(message, log_path, lines)
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether vLLM's ``/health`` answers 200."""
+        try:
+            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def describe(self, deployment: DeploymentInfo) -> str:
+        """``pid 123 on GPUs 0,1, log /path`` (or ``on the CPU``)."""
+        assert isinstance(deployment, LocalDeploymentInfo)
+        where = (
+            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
+            if deployment.backend == "cuda"
+            else "the CPU"
+        )
+        return f"pid {deployment.pid} on {where}, log {deployment.log_path}"
+
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Stop the server's whole process group (SIGTERM, then SIGKILL); idempotent.
 
+        Works from any process: the record holds the process group and the start time of
+        its leader, which guards against signalling a reused pid.
+
         Raises:
-            ServingError: Some process of the group survived SIGKILL.
+            ServingError: Some process of the group survived SIGKILL, or it belongs to
+                another user.
         """
+        assert isinstance(deployment, LocalDeploymentInfo)
         if deployment.pgid is None:
             return
         if deployment.pid is not None:
             started = process_start_time(deployment.pid)
             if started is not None and started != deployment.pid_start_time:
                 return  # the pid now belongs to another process; ours is long gone
-        if not stop_process_group(deployment.pgid, timeout_s):
+        try:
+            stopped = stop_process_group(deployment.pgid, timeout_s)
+        except PermissionError as exc:
+            raise ServingError(
+                f"deployment {deployment.name!r}: not allowed to stop process group "
+                f"{deployment.pgid} ({exc}); run as the user that started it"
+            ) from None
+        if not stopped:
             raise ServingError(
                 f"deployment {deployment.name!r}: processes of group {deployment.pgid} "
                 "survived SIGKILL"

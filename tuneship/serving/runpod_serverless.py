@@ -17,20 +17,12 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from tuneship.config import ServeConfig
 from tuneship.errors import ConfigError, ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
-from tuneship.runpod.deployment import (
-    SERVERLESS_TARGET,
-    RunPodDeploymentInfo,
-    RunPodTargetBase,
-    cleanup_quietly,
-    delete_endpoint_and_template,
-    hf_token_if_needed,
-    runpod_client_for,
-)
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
@@ -40,6 +32,14 @@ from tuneship.runpod.specs import (
     worker_cuda_versions,
 )
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.runpod_base import (
+    SERVERLESS_TARGET,
+    RunPodDeploymentInfo,
+    RunPodTargetBase,
+    cleanup_quietly,
+    delete_endpoint_and_template,
+    hf_token_if_needed,
+)
 from tuneship.serving.vllm_options import build_vllm_options
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,13 @@ class RunPodServerlessTarget(RunPodTargetBase):
     """Serve on a RunPod Serverless endpoint (``runpod/worker-v1-vllm``).
 
     Args:
-        client: RunPod client (default: from ``serve.runpod.credentials_block`` or
-            ``RUNPOD_API_KEY``).
+        client: RunPod client, made by the caller from the resolved credentials
+            (``tuneship.tasks.credentials.load_target``); default: ``RUNPOD_API_KEY``.
         plan: A plan from :meth:`plan` (computed in ``deploy`` when None).
         revision: Hub revision to serve (``MODEL_REVISION``), e.g. the pushed commit.
-        hf_token: Token for a private or gated repo; None looks it up (only if needed).
+        hf_token: Token to send for a private or gated repo; None decides from
+            ``hub_token`` whether one is needed.
+        hub_token: The run's Hugging Face token (resolved by the caller); None: ``HF_TOKEN``.
         poll_interval_s: Longest pause between readiness checks.
         template_wait_s: How long teardown retries a template RunPod still holds.
     """
@@ -136,11 +138,17 @@ class RunPodServerlessTarget(RunPodTargetBase):
         plan: RunPodPlan | None = None,
         revision: str | None = None,
         hf_token: str | None = None,
+        hub_token: SecretStr | None = None,
         poll_interval_s: float = 5.0,
         template_wait_s: float = 150.0,
     ) -> None:
         super().__init__(
-            client, plan=plan, revision=revision, hf_token=hf_token, poll_interval_s=poll_interval_s
+            client,
+            plan=plan,
+            revision=revision,
+            hf_token=hf_token,
+            hub_token=hub_token,
+            poll_interval_s=poll_interval_s,
         )
         self.template_wait_s = template_wait_s
 
@@ -181,7 +189,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         check_budget(plan, options)
         token = self.hf_token
         if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, rp.hf_credentials_block)
+            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
         client = self._client(options)
         rname = resource_name(name)
         env = worker_env(plan, options, hf_token=token)
@@ -200,7 +208,6 @@ class RunPodServerlessTarget(RunPodTargetBase):
             template_id = str(template["id"])
             endpoint_id = self._save_endpoint(client, rname, template_id, plan, options, cuda)
             url = client.openai_base_url(endpoint_id)
-            parts = urlsplit(url)
             info = RunPodDeploymentInfo(
                 name=name,
                 target=self.name,
@@ -210,8 +217,6 @@ class RunPodServerlessTarget(RunPodTargetBase):
                 model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                host=parts.hostname or "",
-                port=parts.port or (443 if parts.scheme == "https" else 80),
                 backend="cuda",
                 tensor_parallel_size=plan.gpu_count,
                 max_model_len=plan.max_model_len,
@@ -410,7 +415,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         worker runs at all and what it answered. Never raises.
         """
         assert isinstance(info, RunPodDeploymentInfo)
-        client = self.client or runpod_client_for(info.credentials_block)
+        client = self.client or RunPodClient.from_environment()
         endpoint_id = str(info.endpoint_id)
         job = {
             "messages": [{"role": "user", "content": "Say hello."}],
@@ -426,6 +431,15 @@ class RunPodServerlessTarget(RunPodTargetBase):
         detail = f"error: {error}" if error else f"output: {str(state.get('output'))[:300]}"
         return f"/runsync job {state.get('status')} ({detail}); {describe_health(health)}"
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether the endpoint has a worker that is ready or running."""
+        assert isinstance(deployment, RunPodDeploymentInfo)
+        if not deployment.endpoint_id:
+            return False
+        client = self.client or RunPodClient.from_environment()
+        workers = client.endpoint_health(deployment.endpoint_id).get("workers") or {}
+        return any(workers.get(k) for k in ("ready", "idle", "running"))
+
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Scale to 0 workers, delete the endpoint and its template (idempotent).
 
@@ -434,7 +448,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         """
         assert isinstance(deployment, RunPodDeploymentInfo)
         try:
-            client = self.client or runpod_client_for(deployment.credentials_block)
+            client = self.client or RunPodClient.from_environment()
             delete_endpoint_and_template(
                 client,
                 deployment.resource_name,

@@ -24,22 +24,26 @@ from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 def make_runpod_target(
     serve: ServeConfig, plan: RunPodPlan | None = None, revision: str | None = None
 ) -> ServingTarget:
-    """The serving target for ``serve.target`` (``runpod-serverless`` or ``runpod-pod``).
+    """The serving target for ``serve.target`` (``runpod-serverless`` or ``runpod-pod``),
+    with the RunPod client and Hub token loaded from the config's blocks.
 
     Raises:
         ConfigError: ``serve.target`` is not a RunPod target.
     """
     from tuneship.errors import ConfigError
-    from tuneship.serving.runpod_pod import RunPodPodTarget
-    from tuneship.serving.runpod_serverless import RunPodServerlessTarget
+    from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
 
-    if serve.target == "runpod-serverless":
-        return RunPodServerlessTarget(plan=plan, revision=revision)
-    if serve.target == "runpod-pod":
-        return RunPodPodTarget(plan=plan, revision=revision)
-    raise ConfigError(
-        f"serve.target={serve.target!r}: deploy_model deploys to 'runpod-serverless' or "
-        "'runpod-pod'"
+    if serve.target not in RUNPOD_TARGETS:
+        raise ConfigError(
+            f"serve.target={serve.target!r}: deploy_model deploys to 'runpod-serverless' or "
+            "'runpod-pod'"
+        )
+    return load_target(
+        serve.target,
+        serve.runpod.credentials_block,
+        serve.runpod.hf_credentials_block,
+        plan=plan,
+        revision=revision,
     )
 
 
@@ -65,7 +69,7 @@ def plan_runpod_deployment(
         The plan the target deploys.
     """
     target = make_runpod_target(serve, revision=revision)
-    plan: RunPodPlan = target.plan(model, serve, name=run_name)  # type: ignore[attr-defined]
+    plan: RunPodPlan = target.plan(model, serve, name=run_name)
     rows: list[dict[str, Any]] = [
         {
             "gpu": gpu_id,
@@ -116,21 +120,21 @@ def smoke_test_runpod(
     Raises:
         SmokeTestError: The endpoint failed; the message has the diagnosis.
     """
-    from tuneship.runpod.deployment import runpod_client_for
     from tuneship.serving.smoke import SmokeTestError, run_smoke_test
+    from tuneship.tasks.credentials import load_runpod_client
 
     client = None
     if api_key_file:
         api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
     else:
-        client = runpod_client_for(credentials_block)
+        client = load_runpod_client(credentials_block)
         api_key = client.api_key.get_secret_value()
     try:
         result = run_smoke_test(url, api_key, served_model_name)
     except SmokeTestError as exc:
         if client is None or endpoint_id is None:
             raise
-        from tuneship.runpod.deployment import RunPodDeploymentInfo
+        from tuneship.serving.runpod_base import RunPodDeploymentInfo
         from tuneship.serving.runpod_serverless import RunPodServerlessTarget
 
         info = RunPodDeploymentInfo(
@@ -139,8 +143,6 @@ def smoke_test_runpod(
             url=url,
             served_model_name=served_model_name,
             model=served_model_name,
-            host="",
-            port=443,
             resource_name=run_name,
             endpoint_id=endpoint_id,
         )
@@ -162,8 +164,9 @@ def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
     from prefect.logging.loggers import flow_run_logger
 
     from tuneship.errors import TuneshipError
-    from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
     from tuneship.runpod.specs import resource_name
+    from tuneship.serving.runpod_base import delete_resources_named
+    from tuneship.tasks.credentials import load_runpod_client
 
     logger = flow_run_logger(flow_run, flow)
     params = dict(getattr(flow_run, "parameters", None) or {})
@@ -175,7 +178,7 @@ def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
     name = resource_name(str(params.get("name") or flow_run.name))
     block = (serve.get("runpod") or {}).get("credentials_block")
     try:
-        deleted = delete_resources_named(runpod_client_for(block), name)
+        deleted = delete_resources_named(load_runpod_client(block), name)
     except TuneshipError as exc:
         logger.error(
             "could not delete RunPod resources named %s: %s; delete them in the RunPod console",
