@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
@@ -82,21 +80,10 @@ class RunPodPodTarget(RunPodTargetBase):
         self,
         client: RunPodClient | None = None,
         *,
-        plan: RunPodPlan | None = None,
-        revision: str | None = None,
-        hf_token: str | None = None,
-        hub_token: SecretStr | None = None,
         deployments_dir: Path | None = None,
-        poll_interval_s: float = 5.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            client,
-            plan=plan,
-            revision=revision,
-            hf_token=hf_token,
-            hub_token=hub_token,
-            poll_interval_s=poll_interval_s,
-        )
+        super().__init__(client, **kwargs)  # the arguments RunPodTargetBase documents
         self.deployments_dir = deployments_dir
 
     def plan(

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from tuneship.config import ServeConfig
 from tuneship.errors import ConfigError, ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
@@ -132,24 +130,9 @@ class RunPodServerlessTarget(RunPodTargetBase):
     name = SERVERLESS_TARGET
 
     def __init__(
-        self,
-        client: RunPodClient | None = None,
-        *,
-        plan: RunPodPlan | None = None,
-        revision: str | None = None,
-        hf_token: str | None = None,
-        hub_token: SecretStr | None = None,
-        poll_interval_s: float = 5.0,
-        template_wait_s: float = 150.0,
+        self, client: RunPodClient | None = None, *, template_wait_s: float = 150.0, **kwargs: Any
     ) -> None:
-        super().__init__(
-            client,
-            plan=plan,
-            revision=revision,
-            hf_token=hf_token,
-            hub_token=hub_token,
-            poll_interval_s=poll_interval_s,
-        )
+        super().__init__(client, **kwargs)  # the arguments RunPodTargetBase documents
         self.template_wait_s = template_wait_s
 
     def plan(self, model: str | Path, options: ServeConfig, *, name: str) -> RunPodPlan:
