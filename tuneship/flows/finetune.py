@@ -142,21 +142,15 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
     except TuneshipError as exc:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
-    if config.serve.target not in ("runpod-serverless", "runpod-pod"):
-        return
-    from tuneship.runpod.specs import resource_name
-    from tuneship.serving.runpod_base import delete_resources_named
-    from tuneship.tasks.credentials import load_runpod_client
+    from tuneship.tasks.deploy import delete_run_resources
 
-    name = resource_name(config.name)
-    try:
-        deleted = delete_resources_named(
-            load_runpod_client(config.serve.runpod.credentials_block), name
-        )
-    except TuneshipError as exc:
-        logger.error("could not delete RunPod resources named %s: %s", name, exc)
-        return
-    logger.warning("deleted RunPod resources named %s: %s", name, ", ".join(deleted) or "none")
+    delete_run_resources(
+        logger,
+        config.serve.target,
+        config.serve.runpod.credentials_block,
+        config.name,
+        state.name,
+    )
 
 
 def _current_flow_run_id() -> str | None:

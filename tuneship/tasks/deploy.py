@@ -154,31 +154,32 @@ def smoke_test_runpod(
     return result
 
 
-def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (``on_crashed``, ``on_cancellation``): delete the run's RunPod resources.
+def delete_run_resources(
+    logger: Any, target: str, credentials_block: str | None, run_name: str, why: str
+) -> None:
+    """Delete the RunPod resources named ``tuneship-<run_name>``; log, never raise.
 
-    Hooks may run in another process (the runner), so nothing comes from memory: the
-    resources are found by their deterministic name ``tuneship-<name or flow run name>``
-    and the credentials block named in the ``serve`` parameter.
+    The one crash and cancellation cleanup, shared by the pipeline's hook and
+    ``deploy_model``'s: hooks may run in another process (the runner), so nothing comes
+    from memory; the name is deterministic and the credentials come from the block.
+
+    Args:
+        logger: The flow run's logger.
+        target: ``serve.target``; anything but a RunPod target has nothing to delete.
+        credentials_block: ``serve.runpod.credentials_block``.
+        run_name: The run (deployment) name.
+        why: The final state's name, for the log.
     """
-    from prefect.logging.loggers import flow_run_logger
-
     from tuneship.errors import TuneshipError
     from tuneship.runpod.specs import resource_name
     from tuneship.serving.runpod_base import delete_resources_named
-    from tuneship.tasks.credentials import load_runpod_client
+    from tuneship.tasks.credentials import RUNPOD_TARGETS, load_runpod_client
 
-    logger = flow_run_logger(flow_run, flow)
-    params = dict(getattr(flow_run, "parameters", None) or {})
-    serve = params.get("serve") or {}
-    if isinstance(serve, ServeConfig):
-        serve = serve.model_dump()
-    if serve.get("target", "runpod-serverless") not in ("runpod-serverless", "runpod-pod"):
+    if target not in RUNPOD_TARGETS:
         return
-    name = resource_name(str(params.get("name") or flow_run.name))
-    block = (serve.get("runpod") or {}).get("credentials_block")
+    name = resource_name(run_name)
     try:
-        deleted = delete_resources_named(load_runpod_client(block), name)
+        deleted = delete_resources_named(load_runpod_client(credentials_block), name)
     except TuneshipError as exc:
         logger.error(
             "could not delete RunPod resources named %s: %s; delete them in the RunPod console",
@@ -188,9 +189,30 @@ def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
         return
     logger.warning(
         "run %s: deleted RunPod resources named %s: %s",
-        state.name,
+        why,
         name,
         ", ".join(deleted) or "none were left",
+    )
+
+
+def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """``deploy_model``'s hook (``on_crashed``, ``on_cancellation``): delete its resources.
+
+    The name is ``tuneship-<name or flow run name>``; the block is named in the ``serve``
+    parameter.
+    """
+    from prefect.logging.loggers import flow_run_logger
+
+    params = dict(getattr(flow_run, "parameters", None) or {})
+    serve = params.get("serve") or {}
+    if isinstance(serve, ServeConfig):
+        serve = serve.model_dump()
+    delete_run_resources(
+        flow_run_logger(flow_run, flow),
+        serve.get("target", "runpod-serverless"),
+        (serve.get("runpod") or {}).get("credentials_block"),
+        str(params.get("name") or flow_run.name),
+        state.name,
     )
 
 
