@@ -19,6 +19,7 @@ from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.errors import RunPodApiError
 from tuneship.runpod.specs import RunPodPlan
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,18 @@ def hf_token_if_needed(model: str, revision: str | None, hub_token: SecretStr | 
         model,
     )
     return token
+
+
+def runpod_vllm_options(plan: RunPodPlan, options: ServeConfig) -> VllmOptions:
+    """The flag set a RunPod worker or pod serves ``plan`` with (one builder for all)."""
+    return build_vllm_options(
+        plan.model,
+        plan.served_model_name,
+        plan,
+        options,
+        revision=plan.revision,
+        max_num_seqs=options.runpod.max_num_seqs,
+    )
 
 
 def cleanup_quietly(what: str, cleanup: Any) -> None:

@@ -41,10 +41,10 @@ from tuneship.serving.runpod_base import (
     RunPodTargetBase,
     cleanup_quietly,
     hf_token_if_needed,
+    runpod_vllm_options,
     terminate_pods,
 )
 from tuneship.serving.runpod_serverless import require_hub_id
-from tuneship.serving.vllm_options import build_vllm_options
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +155,7 @@ class RunPodPodTarget(RunPodTargetBase):
             env["HF_HOME"] = "/workspace/huggingface"
         # The API key is no flag: it goes in VLLM_API_KEY (vLLM reads it like --api-key),
         # so it does not show in the pod's command line.
-        docker_args = build_vllm_options(
-            plan.model,
-            plan.served_model_name,
-            plan,
-            options,
-            revision=plan.revision,
-            max_num_seqs=options.runpod.max_num_seqs,
-        ).as_pod_args(POD_PORT)
+        docker_args = runpod_vllm_options(plan, options).as_pod_args(POD_PORT)
         pod_id: str | None = None
         started = time.monotonic()
         try:

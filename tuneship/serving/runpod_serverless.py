@@ -37,8 +37,8 @@ from tuneship.serving.runpod_base import (
     cleanup_quietly,
     delete_endpoint_and_template,
     hf_token_if_needed,
+    runpod_vllm_options,
 )
-from tuneship.serving.vllm_options import build_vllm_options
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def worker_env(
 ) -> dict[str, str]:
     """The serverless template's environment for ``runpod/worker-v1-vllm`` (v2.24+).
 
-    The vLLM flags are :func:`~tuneship.serving.vllm_options.build_vllm_options`' (the
-    same set a local server or a pod gets), rendered as the worker's variables.
+    The vLLM flags are :func:`~tuneship.serving.runpod_base.runpod_vllm_options` (the
+    same builder a local server and a pod use), rendered as the worker's variables.
 
     Args:
         plan: The serverless plan.
@@ -61,15 +61,7 @@ def worker_env(
         hf_token: Only for private or gated repos: the worker logs its command line, which
             then holds the token.
     """
-    engine = build_vllm_options(
-        plan.model,
-        plan.served_model_name,
-        plan,
-        options,
-        revision=plan.revision,
-        max_num_seqs=options.runpod.max_num_seqs,
-    )
-    env = engine.as_worker_env()
+    env = runpod_vllm_options(plan, options).as_worker_env()
     env["VLLM_STARTUP_TIMEOUT"] = str(int(options.startup_timeout_s))
     if options.runpod.network_volume_id:
         env["BASE_PATH"] = "/runpod-volume"
