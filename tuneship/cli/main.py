@@ -101,11 +101,12 @@ def validate(
     """Check config, data, credentials and training settings; train nothing."""
     _quiet_env()
     from tuneship.config import load_config
+    from tuneship.tasks.credentials import load_run_secrets
     from tuneship.validation import validate_run
 
     try:
         cfg = load_config(config, set_ or [])
-        results = validate_run(cfg)
+        results = validate_run(cfg, load_run_secrets(cfg))
     except TuneshipError as exc:
         raise _fail(exc) from None
     for result in results:

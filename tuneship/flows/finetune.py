@@ -27,6 +27,7 @@ from tuneship.publishing.base import PublishResult
 from tuneship.registry import ModelEntry
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
+from tuneship.tasks.credentials import load_run_secrets
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
@@ -87,7 +88,7 @@ class RunSummary(BaseModel):
 )
 def resolve_base_model_task(config: PipelineConfig) -> str:
     """Return a local folder of the base model (downloading or building it as needed)."""
-    return str(fetch_base_model(config))
+    return str(fetch_base_model(config, load_run_secrets(config)))
 
 
 @task(
@@ -99,7 +100,7 @@ def resolve_base_model_task(config: PipelineConfig) -> str:
 )
 def check_credentials_task(config: PipelineConfig) -> str:
     """Check Hub tokens, write access and base-model access before anything is downloaded."""
-    result = check_credentials(config)
+    result = check_credentials(config, load_run_secrets(config))
     get_logger().info("credentials: %s", result.detail)
     return result.detail
 
@@ -107,7 +108,7 @@ def check_credentials_task(config: PipelineConfig) -> str:
 @task(name="check-before-training", cache_policy=NO_CACHE)
 def check_before_training_task(config: PipelineConfig, base_model_dir: str) -> None:
     """Run every check that needs no GPU, so a bad run fails before anything is paid for."""
-    check_before_training(config, Path(base_model_dir))
+    check_before_training(config, Path(base_model_dir), load_run_secrets(config))
 
 
 def resolve_flow_config(
@@ -150,20 +151,15 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
     except TuneshipError as exc:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
-    if config.serve.target not in ("runpod-serverless", "runpod-pod"):
-        return
-    from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
-    from tuneship.runpod.specs import resource_name
+    from tuneship.tasks.deploy import delete_run_resources
 
-    name = resource_name(config.name)
-    try:
-        deleted = delete_resources_named(
-            runpod_client_for(config.serve.runpod.credentials_block), name
-        )
-    except TuneshipError as exc:
-        logger.error("could not delete RunPod resources named %s: %s", name, exc)
-        return
-    logger.warning("deleted RunPod resources named %s: %s", name, ", ".join(deleted) or "none")
+    delete_run_resources(
+        logger,
+        config.serve.target,
+        config.serve.runpod.credentials_block,
+        config.name,
+        state.name,
+    )
 
 
 def _current_flow_run_id() -> str | None:
@@ -354,12 +350,12 @@ def serve_and_smoke_test(
     """
     from tuneship.serving.lifecycle import managed_deployment
 
-    # The plan fails fast when the request cannot fit; the target re-plans from the same
-    # readings when it starts the server.
-    plan_local_serving(model_dir, config.serve, config.name)
+    # The plan fails fast when the request cannot fit; the server starts with this plan.
+    plan = plan_local_serving(model_dir, config.serve, config.name)
     with managed_deployment(
         model_dir,
         config.serve,
+        plan=plan,
         name=config.name,
         model_name=model_name,
         model_version=model_version,

@@ -10,13 +10,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig, ServeConfig
-from tuneship.serving.gpu_select import ServingPlan
+from tuneship.serving.placement import LocalPlan
 from tuneship.serving.smoke import SmokeResult
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 
 
 @task(name="choose-gpus-and-tp", cache_policy=NO_CACHE)
-def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> ServingPlan:
+def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> LocalPlan:
     """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
 
     A request that cannot fit (e.g. a context longer than the KV cache can hold, or a
@@ -28,11 +28,11 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
         run_name: The run's name, for the artifact key.
 
     Returns:
-        The plan the server is started with.
+        The plan the server is started with (the target does not plan again).
     """
-    from tuneship.serving.gpu_select import plan_serving
+    from tuneship.serving.placement import plan_local_server
 
-    plan = plan_serving(model_dir, serve)
+    plan = plan_local_server(model_dir, serve)
     rows: list[dict[str, Any]] = [
         {"setting": "backend", "value": plan.backend},
         {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
