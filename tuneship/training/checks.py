@@ -173,6 +173,22 @@ def _check_schedule(spec: TrainJobSpec) -> None:
         )
 
 
+def _check_report_to(spec: TrainJobSpec) -> None:
+    wanted = [name for name in spec.training.report_to if name not in ("none", "all")]
+    if not wanted:
+        return
+    # transformers knows which integrations it has and how each one is detected.
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise TrainingError(
+            f"training.report_to: {', '.join(missing)} not installed (pip install "
+            f"{' '.join(missing)}); installed: {', '.join(sorted(available)) or 'none'}"
+        )
+
+
 def check_training_spec(spec: TrainJobSpec) -> None:
     """Check everything about a training job that can be checked before loading the model.
 
@@ -191,4 +207,5 @@ def check_training_spec(spec: TrainJobSpec) -> None:
             f"{', '.join(TOKENIZER_FILES)})"
         )
     _check_schedule(spec)
+    _check_report_to(spec)
     _check_data(spec)

@@ -22,6 +22,7 @@ from tuneship.training.checks import check_training_spec, resolve_train_dtype
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
+from tuneship.training.trainer_args import build_trl_config, peft_lora_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -101,82 +102,6 @@ def _load_model(spec: TrainJobSpec) -> PreTrainedModel:
     return model
 
 
-def _lora_config(spec: TrainJobSpec) -> Any:
-    from peft import LoraConfig
-
-    lora = spec.training.lora
-    target = (
-        lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
-    )
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=target,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def _precision(spec: TrainJobSpec) -> dict[str, bool]:
-    if spec.device == "cpu":
-        return {"bf16": False, "fp16": False, "use_cpu": True}
-    import torch
-
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-
-
-def build_args_kwargs(spec: TrainJobSpec) -> dict[str, Any]:
-    """Return the TrainingArguments keywords shared by the SFT, DPO and ORPO configs.
-
-    Args:
-        spec: The training job.
-
-    Returns:
-        Keyword arguments for a TRL config class.
-    """
-    t = spec.training
-    kwargs: dict[str, Any] = {
-        "output_dir": spec.output_dir,
-        "per_device_train_batch_size": t.per_device_train_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "learning_rate": t.learning_rate,
-        "lr_scheduler_type": t.lr_scheduler_type,
-        # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
-        "warmup_steps": t.warmup_ratio,
-        "max_steps": t.max_steps,
-        "num_train_epochs": t.num_train_epochs,
-        "logging_steps": t.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": t.save_strategy,
-        "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
-        # transformers 5 renamed gradient_checkpointing; TRL's default for the old name is True.
-        "activation_checkpointing": t.gradient_checkpointing,
-        "seed": t.seed,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        **_precision(spec),
-    }
-    if t.gradient_checkpointing:
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    if t.evaluates:
-        kwargs.update(
-            eval_strategy=t.eval_strategy,
-            eval_steps=t.eval_steps,
-            per_device_eval_batch_size=t.per_device_eval_batch_size,
-            eval_accumulation_steps=t.eval_accumulation_steps,
-            load_best_model_at_end=t.load_best_model_at_end,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-        )
-    else:
-        kwargs.update(eval_strategy="no", load_best_model_at_end=False)
-    return kwargs
-
-
 def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = None) -> Trainer:
     """Load the model, tokenizer and data and build the TRL trainer for the spec's method.
 
@@ -200,31 +125,31 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
         _load_dataset(spec.eval_path, "eval_path") if t.evaluates and spec.eval_path else None
     )
     model = _load_model(spec)
-    peft_config = _lora_config(spec) if t.adapter in ("lora", "qlora") else None
-    args_kwargs = build_args_kwargs(spec)
-    common: dict[str, Any] = {
-        "model": model,
-        "train_dataset": train_dataset,
-        "eval_dataset": eval_dataset,
-        "processing_class": tokenizer,
-        "peft_config": peft_config,
-        "callbacks": callbacks,
-    }
-    if t.method == "sft":
-        from trl import SFTConfig, SFTTrainer
+    peft_config = peft_lora_config(t.lora) if t.adapter in ("lora", "qlora") else None
+    return _trainer_class(t.method)(
+        model=model,
+        args=build_trl_config(spec),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
 
-        sft_args = SFTConfig(**args_kwargs, max_length=spec.max_length, packing=False)
-        return SFTTrainer(args=sft_args, **common)
-    if t.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
 
-        dpo_args = DPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-        return DPOTrainer(args=dpo_args, **common)
-    # ORPO moved to trl.experimental in TRL 1.x; its beta is ORPO's lambda.
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+def _trainer_class(method: str) -> Any:
+    # Any: the TRL trainers take peft_config, which the Trainer base type does not declare.
+    if method == "sft":
+        from trl import SFTTrainer
 
-    orpo_args = ORPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-    return ORPOTrainer(args=orpo_args, **common)
+        return SFTTrainer
+    if method == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
 
 
 def _resolve_resume(spec: TrainJobSpec, notes: list[str]) -> str | None:
