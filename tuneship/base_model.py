@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
 from tuneship.errors import ConfigError
+from tuneship.hub.ids import is_hub_id
 
 
 def demo_model_dir() -> Path:
@@ -30,12 +31,6 @@ def ensure_demo_model() -> Path:
         shutil.rmtree(path)
     tmp.rename(path)
     return path
-
-
-def is_hub_id(value: str) -> bool:
-    """Return True when ``value`` looks like a Hub repo id (``namespace/name``)."""
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
 
 
 def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
+from tuneship.config import PipelineConfig
 from tuneship.errors import ConfigError, TrainingError
 
 
@@ -77,12 +77,9 @@ def _check_serving(config: PipelineConfig) -> str:
 
 def base_model_hub_id(config: PipelineConfig) -> str | None:
     """Return ``model.base`` when it names a Hub model (not the demo or a local folder)."""
-    from tuneship.base_model import is_hub_id
+    from tuneship.hub.ids import is_hub_id
 
-    base = config.model.base
-    if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
-        return None
-    return base
+    return config.model.base if is_hub_id(config.model.base) else None
 
 
 def fetch_base_model(config: PipelineConfig) -> Path:

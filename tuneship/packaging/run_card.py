@@ -1,0 +1,69 @@
+"""What a pipeline run tells the model card and the registry: labels, metrics, settings.
+
+Plain functions of the run's config and results, so the flow only wires them together.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tuneship import __version__
+from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
+from tuneship.packaging.card import CardInfo, read_base_license
+
+if TYPE_CHECKING:
+    from tuneship.data import PreparedData
+    from tuneship.training import TrainResult
+
+DEMO_BASE_LABEL = "tuneship demo tiny Llama"
+
+
+def base_model_label(config: PipelineConfig) -> str:
+    """Return how the card and registry name the base model (the demo gets a readable name)."""
+    return DEMO_BASE_LABEL if config.model.base == DEMO_BASE_MODEL else config.model.base
+
+
+def eval_metrics(trained: TrainResult) -> dict[str, float]:
+    """Return the eval losses a run measured (none when evaluation was off)."""
+    found = {"base_eval_loss": trained.base_eval_loss, "eval_loss": trained.eval_loss}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def card_hyperparameters(config: PipelineConfig, trained: TrainResult) -> dict[str, Any]:
+    """Return the training settings the model card lists."""
+    return {
+        "learning_rate": config.training.learning_rate,
+        "max_steps": trained.global_step,
+        "lora_r": config.training.lora.r,
+        "lora_alpha": config.training.lora.alpha,
+        "per_device_train_batch_size": config.training.per_device_train_batch_size,
+    }
+
+
+def build_card_info(
+    config: PipelineConfig, base_model_dir: str, trained: TrainResult, prepared: PreparedData
+) -> CardInfo:
+    """Return what the model card of a run says.
+
+    Args:
+        config: The run's configuration.
+        base_model_dir: Local folder of the base model (its README gives the license).
+        trained: What the training job produced.
+        prepared: The prepared split (its fingerprint identifies the data).
+
+    Returns:
+        The card's metadata.
+    """
+    return CardInfo(
+        repo_id=config.publish.repo_id,
+        base_model=base_model_label(config),
+        method=config.training.method,
+        adapter=config.training.adapter,
+        # A URL-like data path (e.g. the demo's sentinel) names no dataset a reader can find.
+        datasets=[config.data.path] if "://" not in config.data.path else [],
+        license=config.publish.license or read_base_license(base_model_dir),
+        metrics=eval_metrics(trained),
+        hyperparameters=card_hyperparameters(config, trained),
+        dataset_fingerprint=prepared.fingerprint,
+        tuneship_version=__version__,
+    )
