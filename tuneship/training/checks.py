@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tuneship.data.formats import FORMAT_SHAPES, match_format
 from tuneship.errors import TrainingError
-from tuneship.training.rows import FORMAT_KEYS, detect_format, is_conversational, read_rows
+from tuneship.training.rows import is_conversational, read_rows
 from tuneship.training.specs import TrainJobSpec
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -144,12 +145,12 @@ def _check_data(spec: TrainJobSpec) -> None:
         rows = read_rows(path, field, limit=1)
         if not rows:
             raise TrainingError(f"{field}: {path} has no rows")
-        found = detect_format(rows[0])
+        found = match_format(rows[0])
         if found != spec.trainer_format:
-            wanted = ", ".join(FORMAT_KEYS[spec.trainer_format])
             raise TrainingError(
                 f"{field}: first row of {path} has keys {sorted(rows[0])}, but "
-                f"trainer_format={spec.trainer_format!r} needs {wanted}"
+                f"trainer_format={spec.trainer_format!r} needs "
+                f"{FORMAT_SHAPES[spec.trainer_format]}"
             )
         conversational = conversational or is_conversational(rows[0])
     if conversational and not has_chat_template(spec.model_path):

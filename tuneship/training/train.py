@@ -22,7 +22,7 @@ from tuneship.training.checks import check_training_spec, resolve_train_dtype
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
-from tuneship.training.trainer_args import build_trl_config, peft_lora_config
+from tuneship.training.trainer_args import build_trl_config, peft_lora_config, trl_classes
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -126,7 +126,9 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
     )
     model = _load_model(spec)
     peft_config = peft_lora_config(t.lora) if t.adapter in ("lora", "qlora") else None
-    return _trainer_class(t.method)(
+    # The TRL trainers take peft_config, which transformers' Trainer type does not declare.
+    trainer_class: Any = trl_classes(t.method)[1]
+    return trainer_class(
         model=model,
         args=build_trl_config(spec),
         train_dataset=train_dataset,
@@ -135,21 +137,6 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
         peft_config=peft_config,
         callbacks=callbacks,
     )
-
-
-def _trainer_class(method: str) -> Any:
-    # Any: the TRL trainers take peft_config, which the Trainer base type does not declare.
-    if method == "sft":
-        from trl import SFTTrainer
-
-        return SFTTrainer
-    if method == "dpo":
-        from trl import DPOTrainer
-
-        return DPOTrainer
-    from trl.experimental.orpo import ORPOTrainer
-
-    return ORPOTrainer
 
 
 def _resolve_resume(spec: TrainJobSpec, notes: list[str]) -> str | None:

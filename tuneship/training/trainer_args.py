@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -80,20 +81,24 @@ DEFAULT_ARGS: dict[str, Any] = {
 """tuneship's own defaults, which ``trainer_args`` may override (when the class has them)."""
 
 
+TRL_CLASSES: dict[str, tuple[str, str, str]] = {
+    # method: (module, config class, trainer class); ORPO moved to trl.experimental in TRL 1.x.
+    "sft": ("trl", "SFTConfig", "SFTTrainer"),
+    "dpo": ("trl", "DPOConfig", "DPOTrainer"),
+    "orpo": ("trl.experimental.orpo", "ORPOConfig", "ORPOTrainer"),
+}
+
+
+def trl_classes(method: str) -> tuple[type, Any]:
+    """Return the TRL config class and trainer class of a method (``sft``, ``dpo``, ``orpo``)."""
+    module_name, config_name, trainer_name = TRL_CLASSES[method]
+    module = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, trainer_name)
+
+
 def trl_config_class(method: str) -> type:
-    """Return the TRL config class for a training method (``sft``, ``dpo`` or ``orpo``)."""
-    if method == "sft":
-        from trl import SFTConfig
-
-        return SFTConfig
-    if method == "dpo":
-        from trl import DPOConfig
-
-        return DPOConfig
-    # ORPO moved to trl.experimental in TRL 1.x.
-    from trl.experimental.orpo import ORPOConfig
-
-    return ORPOConfig
+    """Return the TRL config class of a method (``SFTConfig``, ``DPOConfig``, ``ORPOConfig``)."""
+    return trl_classes(method)[0]
 
 
 @functools.cache
