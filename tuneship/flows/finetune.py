@@ -12,9 +12,8 @@ from pydantic import BaseModel
 from tuneship.config import PipelineConfig, build_config, load_config
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
-from tuneship.packaging.run_card import build_card_info
+from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
-from tuneship.registry import ModelEntry
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
@@ -200,22 +199,7 @@ def finetune_and_deploy(
     run_id = _current_flow_run_id()
     published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
 
-    entry = register_model(
-        config.registry_url(),
-        ModelEntry(
-            name=config.publish.repo_id,
-            version=published.revision,
-            base_model=card.base_model,
-            method=config.training.method,
-            adapter=config.training.adapter,
-            dataset_fingerprint=prepared.fingerprint,
-            metrics=card.metrics,
-            artifact_target=published.target,
-            artifact_location=published.location,
-            artifact_revision=published.revision,
-            flow_run_id=run_id,
-        ),
-    )
+    entry = register_model(config.registry_url(), build_model_entry(card, published, run_id))
     deployment = None
     if config.serve.target == "local":
         deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)

@@ -13,6 +13,8 @@ from tuneship.packaging.card import CardInfo, read_base_license
 
 if TYPE_CHECKING:
     from tuneship.data import PreparedData
+    from tuneship.publishing.base import PublishResult
+    from tuneship.registry import ModelEntry
     from tuneship.training import TrainResult
 
 DEMO_BASE_LABEL = "tuneship demo tiny Llama"
@@ -66,4 +68,34 @@ def build_card_info(
         hyperparameters=card_hyperparameters(config, trained),
         dataset_fingerprint=prepared.fingerprint,
         tuneship_version=__version__,
+    )
+
+
+def build_model_entry(
+    card: CardInfo, published: PublishResult, flow_run_id: str | None
+) -> ModelEntry:
+    """Return the registry record of a published run: what the card says, and where it went.
+
+    Args:
+        card: The run's card metadata.
+        published: Where the package was published (its revision is the version).
+        flow_run_id: The Prefect flow run, when the run is one.
+
+    Returns:
+        The model version to register.
+    """
+    from tuneship.registry import ModelEntry
+
+    return ModelEntry(
+        name=card.repo_id,
+        version=published.revision,
+        base_model=card.base_model,
+        method=card.method,
+        adapter=card.adapter,
+        dataset_fingerprint=card.dataset_fingerprint,
+        metrics=card.metrics,
+        artifact_target=published.target,
+        artifact_location=published.location,
+        artifact_revision=published.revision,
+        flow_run_id=flow_run_id,
     )
