@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tuneship.config import LoraConfig
+from tuneship.config import LoraSettings
 from tuneship.errors import TrainingError
 from tuneship.training import MergeJobSpec
 from tuneship.training.merge import run_merge
@@ -30,7 +30,7 @@ PROMPT = [
 )
 def test_config_rejects_bad_module_names(names: list[str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        LoraConfig(modules_to_save=names)
+        LoraSettings(modules_to_save=names)
 
 
 def test_names_matching_no_module_are_rejected_with_the_candidates(tiny_model_dir: Path) -> None:

@@ -13,6 +13,7 @@ from tuneship.config import (
     is_demo_model,
 )
 from tuneship.errors import ConfigError
+from tuneship.hub.ids import is_hub_id
 
 
 def demo_model_dir() -> Path:
@@ -36,12 +37,6 @@ def ensure_demo_model() -> Path:
         shutil.rmtree(path)
     tmp.rename(path)
     return path
-
-
-def is_hub_id(value: str) -> bool:
-    """Return True when ``value`` looks like a Hub repo id (``namespace/name``)."""
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
 
 
 def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
@@ -76,15 +71,30 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         return path
     if is_hub_id(model.base):
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError
 
-        return Path(
-            snapshot_download(
-                model.base,
-                revision=model.revision,
-                token=token,
-                allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.md"],
+        try:
+            return Path(
+                snapshot_download(
+                    model.base,
+                    revision=model.revision,
+                    token=token,
+                    allow_patterns=[
+                        "*.json",
+                        "*.safetensors",
+                        "*.jinja",
+                        "*.model",
+                        "*.txt",
+                        "*.md",
+                    ],
+                )
             )
-        )
+        except RepositoryNotFoundError:
+            # A single name like "my-model" is a valid Hub id too: say both readings failed.
+            raise ConfigError(
+                f"model.base={model.base!r}: no such local folder, and no Hub model of that "
+                "name this token can see (check the spelling, or set a token for a private one)"
+            ) from None
     raise ConfigError(
         f"model.base={model.base!r} is not an existing folder or a Hub id (namespace/name)"
     )

@@ -107,7 +107,7 @@ class DataConfig(_Section):
     )
 
 
-class LoraConfig(_Section):
+class LoraSettings(_Section):
     """LoRA adapter settings (ignored for a full fine-tune)."""
 
     r: int = Field(16, ge=1, description="LoRA rank.")
@@ -147,7 +147,7 @@ class TrainingConfig(_Section):
     adapter: Literal["lora", "qlora", "full"] = Field(
         "lora", description="lora, qlora (4-bit base, CUDA only) or full fine-tuning."
     )
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     max_steps: int = Field(
         -1, description="Stop after this many steps; -1 trains num_train_epochs."
     )
@@ -186,6 +186,27 @@ class TrainingConfig(_Section):
     require_improvement: bool = Field(
         False, description="Stop before publishing unless eval loss beats the base model's."
     )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where to report metrics, e.g. ['tensorboard'] (event files under "
+            "<workdir>/train/runs), 'wandb' or 'mlflow' where installed; empty: nowhere."
+        ),
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Any other field of the method's TRL config (SFTConfig, DPOConfig, ORPOConfig), "
+            "e.g. {weight_decay: 0.01, optim: adamw_torch, max_grad_norm: 0.5}; checked "
+            "against that class when the config loads."
+        ),
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_reporter(cls, value: Any) -> Any:
+        """Accept a single name (``report_to: tensorboard``) as a one-item list."""
+        return [value] if isinstance(value, str) else value
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
@@ -224,6 +245,19 @@ class TrainingConfig(_Section):
                     "training.load_best_model_at_end is true"
                 )
             object.__setattr__(self, "save_steps", self.eval_steps)
+        return self
+
+    @model_validator(mode="after")
+    def _check_trainer_args(self) -> TrainingConfig:
+        """Reject ``trainer_args`` names the method's TRL config cannot take."""
+        if not self.trainer_args:
+            return self
+        # Imported here: trainer_args imports TRL, which config loading otherwise never needs.
+        from tuneship.training.trainer_args import find_trainer_args_problems
+
+        problems = find_trainer_args_problems(self.method, self.trainer_args)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -13,7 +13,6 @@ from tuneship.config import (
     DEMO_BASE_MODEL,
     DEMO_PRETRAINED_BASE_MODEL,
     PipelineConfig,
-    is_demo_model,
 )
 from tuneship.data.sources import DEMO_DATA
 from tuneship.errors import ConfigError, TrainingError
@@ -132,12 +131,9 @@ def _check_serving(config: PipelineConfig, secrets: RunSecrets) -> str:
 
 def base_model_hub_id(config: PipelineConfig) -> str | None:
     """Return ``model.base`` when it names a Hub model (not the demo or a local folder)."""
-    from tuneship.base_model import is_hub_id
+    from tuneship.hub.ids import is_hub_id
 
-    base = config.model.base
-    if is_demo_model(base) or Path(base).expanduser().exists() or not is_hub_id(base):
-        return None
-    return base
+    return config.model.base if is_hub_id(config.model.base) else None
 
 
 def fetch_base_model(config: PipelineConfig, secrets: RunSecrets | None = None) -> Path:

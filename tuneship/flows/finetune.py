@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tuneship import __version__
-from tuneship.config import (
-    DEMO_BASE_MODEL,
-    DEMO_PRETRAINED_BASE_MODEL,
-    PipelineConfig,
-    build_config,
-    load_config,
-)
+from tuneship.config import PipelineConfig, build_config, load_config
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
-from tuneship.packaging import read_base_license
-from tuneship.packaging.card_info import build_card_info
+from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
-from tuneship.registry import ModelEntry
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
-from tuneship.tasks.credentials import load_run_secrets
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
+from tuneship.tasks.preflight import (
+    check_before_training_task,
+    check_credentials_task,
+    resolve_base_model_task,
+)
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.serving import (
     check_loads_in_vllm,
@@ -38,9 +31,7 @@ from tuneship.tasks.serving import (
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
-from tuneship.training import MergeJobSpec, TrainJobSpec
-from tuneship.training.specs import MergeResult
-from tuneship.validation import check_before_training, check_credentials, fetch_base_model
+from tuneship.training.specs import MergeResult, build_merge_spec, build_train_spec
 
 
 class DeploymentSummary(BaseModel):
@@ -77,38 +68,6 @@ class RunSummary(BaseModel):
     model_name: str
     model_version: str
     deployment: DeploymentSummary | None = None
-
-
-@task(
-    name="resolve-base-model",
-    retries=3,
-    retry_delay_seconds=[5, 20, 60],
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
-def resolve_base_model_task(config: PipelineConfig) -> str:
-    """Return a local folder of the base model (downloading or building it as needed)."""
-    return str(fetch_base_model(config, load_run_secrets(config)))
-
-
-@task(
-    name="check-credentials",
-    retries=2,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
-def check_credentials_task(config: PipelineConfig) -> str:
-    """Check Hub tokens, write access and base-model access before anything is downloaded."""
-    result = check_credentials(config, load_run_secrets(config))
-    get_logger().info("credentials: %s", result.detail)
-    return result.detail
-
-
-@task(name="check-before-training", cache_policy=NO_CACHE)
-def check_before_training_task(config: PipelineConfig, base_model_dir: str) -> None:
-    """Run every check that needs no GPU, so a bad run fails before anything is paid for."""
-    check_before_training(config, Path(base_model_dir), load_run_secrets(config))
 
 
 def resolve_flow_config(
@@ -210,21 +169,10 @@ def finetune_and_deploy(
     handle = provision_compute(config.compute)
     plan_training_memory(config, base_dir, handle)
 
-    train_spec = TrainJobSpec(
-        model_path=base_dir,
-        train_path=prepared.train_path,
-        eval_path=prepared.eval_path,
-        trainer_format=prepared.trainer_format,
-        output_dir=str(run_dir / "train"),
-        training=config.training,
-        max_length=config.data.max_length,
-        model_dtype=config.model.dtype,
-        device=handle.device,
-        cuda_devices=handle.gpu_indices,
-        trust_remote_code=config.model.trust_remote_code,
-    )
     with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-        trained = train_model(train_spec, config.name, config.publish)
+        trained = train_model(
+            build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+        )
 
     gate: GateResult = check_eval_gate(
         trained.base_eval_loss,
@@ -233,41 +181,8 @@ def finetune_and_deploy(
     )
     logger.info("eval gate: %s", gate.message)
 
-    merged = merge_adapter(
-        MergeJobSpec(
-            base_model_path=base_dir,
-            adapter_path=trained.output_path,
-            is_adapter=trained.is_adapter,
-            output_dir=str(run_dir / "merged"),
-            eval_path=prepared.eval_path,
-            train_path=prepared.train_path,
-            dtype=config.model.dtype,
-            trust_remote_code=config.model.trust_remote_code,
-            max_length=min(config.data.max_length, 128),
-        )
-    )
-
-    base_label = {
-        DEMO_BASE_MODEL: "tuneship demo tiny Llama",
-        DEMO_PRETRAINED_BASE_MODEL: "tuneship demo tiny Llama (pre-trained on the demo data)",
-    }.get(config.model.base, config.model.base)
-    metrics = {
-        k: v
-        for k, v in {
-            "base_eval_loss": trained.base_eval_loss,
-            "eval_loss": trained.eval_loss,
-        }.items()
-        if v is not None
-    }
-    card = build_card_info(
-        config,
-        trained,
-        trainer_format=prepared.trainer_format,
-        dataset_fingerprint=prepared.fingerprint,
-        base_label=base_label,
-        license=config.publish.license or read_base_license(base_dir),
-        version=__version__,
-    )
+    merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
+    card = build_card_info(config, base_dir, trained, prepared)
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
     )
@@ -281,20 +196,7 @@ def finetune_and_deploy(
     published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
 
     entry = register_model(
-        config.registry_url(),
-        ModelEntry(
-            name=config.publish.repo_id,
-            version=published.revision,
-            base_model=base_label,
-            method=config.training.method,
-            adapter=config.training.adapter,
-            dataset_fingerprint=prepared.fingerprint,
-            metrics=metrics,
-            artifact_target=published.target,
-            artifact_location=published.location,
-            artifact_revision=published.revision,
-            flow_run_id=run_id,
-        ),
+        config.registry_url(), build_model_entry(card, trained, published, run_id)
     )
     deployment = None
     if config.serve.target == "local":
@@ -305,7 +207,7 @@ def finetune_and_deploy(
     summary = RunSummary(
         name=config.name,
         flow_run_id=run_id,
-        base_model=base_label,
+        base_model=card.base_model,
         device=handle.device,
         n_train=prepared.n_train,
         n_eval=prepared.n_eval,

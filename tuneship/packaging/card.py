@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from pydantic import BaseModel, Field
 
 from tuneship.errors import PackagingError
+from tuneship.hub.ids import is_hub_id
 
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|auth", re.I)
 # Values that look like credentials even under an innocent key: HF, OpenAI-style, AWS keys.
@@ -138,16 +139,6 @@ def read_base_license(base_model_path_or_id: str | Path) -> str | None:
     if isinstance(lic, list):
         lic = lic[0] if lic else None
     return str(lic) if lic else None
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
-
-
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` looks like a Hub repo id rather than a local path or a URL."""
-    if not _HUB_ID.fullmatch(name) or name.endswith((".json", ".jsonl", ".parquet", ".csv", ".gz")):
-        return False
-    return not Path(name).expanduser().exists()
 
 
 def _display_name(name: str) -> str:

@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig, ServeConfig
 from tuneship.serving.placement import LocalPlan
 from tuneship.serving.smoke import SmokeResult
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import ENDPOINT_RETRY, artifact_key, get_logger, pipeline_task
 
 
-@task(name="choose-gpus-and-tp", cache_policy=NO_CACHE)
+@pipeline_task("choose-gpus-and-tp")
 def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> LocalPlan:
     """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
 
@@ -56,13 +54,7 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Loc
     return plan
 
 
-@task(
-    name="smoke-test-endpoint",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("smoke-test-endpoint", ENDPOINT_RETRY)
 def smoke_test_endpoint(
     url: str,
     api_key_file: str,
@@ -142,7 +134,7 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
     return True
 
 
-@task(name="load-check-with-vllm", cache_policy=NO_CACHE)
+@pipeline_task("load-check-with-vllm")
 def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult:
     """Start vLLM on the packaged folder and send one request, before anything is published.
 

@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PublishConfig
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import TRAINING_RETRY, artifact_key, get_logger, pipeline_task
 from tuneship.training import (
     MergeJobSpec,
     MergeResult,
@@ -28,13 +26,7 @@ from tuneship.training import (
     run_merge,
     run_training,
 )
-
-
-def write_spec(spec: TrainJobSpec | MergeJobSpec, path: Path) -> Path:
-    """Serialise a job spec to JSON; the same file can run inside a rented pod."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    return path
+from tuneship.training.job import write_spec
 
 
 class _ProgressArtifact:
@@ -159,13 +151,7 @@ def _series_table(result: TrainResult) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-@task(
-    name="train-with-eval",
-    retries=1,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("train-with-eval", TRAINING_RETRY)
 def train_model(
     spec: TrainJobSpec, run_name: str, publish: PublishConfig | None = None
 ) -> TrainResult:
@@ -221,7 +207,7 @@ def train_model(
     return result
 
 
-@task(name="merge-adapter", retries=0, cache_policy=NO_CACHE)
+@pipeline_task("merge-adapter")
 def merge_adapter(spec: MergeJobSpec) -> MergeResult:
     """Merge the adapter into the base and verify the merge on eval rows.
 

@@ -23,6 +23,7 @@ from tuneship.training.loss_mask import mask_chat_dataset, plan_sft_loss
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
+from tuneship.training.trainer_args import build_trainer_args, peft_lora_config, trl_classes
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -102,34 +103,21 @@ def _load_model(spec: TrainJobSpec) -> PreTrainedModel:
     return model
 
 
-def _lora_config(spec: TrainJobSpec, model: Any) -> Any:
-    from peft import LoraConfig
-
-    lora = spec.training.lora
-    target = (
-        lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
-    )
+def _lora_extras(model: Any, lora: Any) -> dict[str, Any]:
+    """Return the PEFT ``LoraConfig`` keywords that depend on the loaded model."""
     to_save = check_modules_to_save(model, lora.modules_to_save)
     embedding = _input_embedding_name(model)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     saves_embedding = embedding is not None and any(_matches(embedding, name) for name in to_save)
-    kwargs: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
     if to_save:
-        kwargs["modules_to_save"] = to_save
+        extras["modules_to_save"] = to_save
     if tied and saves_embedding:
         # With tied input and output embeddings, a trained copy of embed_tokens alone would
         # untie them: training would see the new embeddings and the old output layer, and the
         # merged model (saved tied) something else again. PEFT keeps the copies tied.
-        kwargs["ensure_weight_tying"] = True
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=target,
-        bias="none",
-        task_type="CAUSAL_LM",
-        **kwargs,
-    )
+        extras["ensure_weight_tying"] = True
+    return extras
 
 
 def _matches(module_path: str, name: str) -> bool:
@@ -170,65 +158,6 @@ def check_modules_to_save(model: Any, names: list[str]) -> list[str]:
     return list(names)
 
 
-def _precision(spec: TrainJobSpec) -> dict[str, bool]:
-    if spec.device == "cpu":
-        return {"bf16": False, "fp16": False, "use_cpu": True}
-    import torch
-
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-
-
-def build_args_kwargs(spec: TrainJobSpec) -> dict[str, Any]:
-    """Return the TrainingArguments keywords shared by the SFT, DPO and ORPO configs.
-
-    Args:
-        spec: The training job.
-
-    Returns:
-        Keyword arguments for a TRL config class.
-    """
-    t = spec.training
-    kwargs: dict[str, Any] = {
-        "output_dir": spec.output_dir,
-        "per_device_train_batch_size": t.per_device_train_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "learning_rate": t.learning_rate,
-        "lr_scheduler_type": t.lr_scheduler_type,
-        # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
-        "warmup_steps": t.warmup_ratio,
-        "max_steps": t.max_steps,
-        "num_train_epochs": t.num_train_epochs,
-        "logging_steps": t.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": t.save_strategy,
-        "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
-        # transformers 5 renamed gradient_checkpointing; TRL's default for the old name is True.
-        "activation_checkpointing": t.gradient_checkpointing,
-        "seed": t.seed,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        **_precision(spec),
-    }
-    if t.gradient_checkpointing:
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    if t.evaluates:
-        kwargs.update(
-            eval_strategy=t.eval_strategy,
-            eval_steps=t.eval_steps,
-            per_device_eval_batch_size=t.per_device_eval_batch_size,
-            eval_accumulation_steps=t.eval_accumulation_steps,
-            load_best_model_at_end=t.load_best_model_at_end,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-        )
-    else:
-        kwargs.update(eval_strategy="no", load_best_model_at_end=False)
-    return kwargs
-
-
 def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = None) -> Trainer:
     """Load the model, tokenizer and data and build the TRL trainer for the spec's method.
 
@@ -252,44 +181,36 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
         _load_dataset(spec.eval_path, "eval_path") if t.evaluates and spec.eval_path else None
     )
     model = _load_model(spec)
-    peft_config = _lora_config(spec, model) if t.adapter in ("lora", "qlora") else None
-    args_kwargs = build_args_kwargs(spec)
-    common: dict[str, Any] = {
-        "model": model,
-        "train_dataset": train_dataset,
-        "eval_dataset": eval_dataset,
-        "processing_class": tokenizer,
-        "peft_config": peft_config,
-        "callbacks": callbacks,
-    }
+    peft_config = (
+        peft_lora_config(t.lora, **_lora_extras(model, t.lora))
+        if t.adapter in ("lora", "qlora")
+        else None
+    )
+    trl_kwargs = build_trainer_args(spec)
     if t.method == "sft":
-        from trl import SFTConfig, SFTTrainer
-
         loss = plan_sft_loss(spec.trainer_format, tokenizer, train_on_inputs=t.train_on_inputs)
         logger.info("SFT loss on %s", loss.description)
         if loss.mask_in_tuneship:
-            common["train_dataset"] = mask_chat_dataset(train_dataset, tokenizer)
+            train_dataset = mask_chat_dataset(train_dataset, tokenizer)
             if eval_dataset is not None:
                 # The same mask for the eval set: base and fine-tuned eval losses compare.
-                common["eval_dataset"] = mask_chat_dataset(eval_dataset, tokenizer)
-        sft_args = SFTConfig(
-            **args_kwargs,
-            max_length=spec.max_length,
-            packing=False,
+                eval_dataset = mask_chat_dataset(eval_dataset, tokenizer)
+        trl_kwargs.update(
             assistant_only_loss=loss.assistant_only_loss,
             completion_only_loss=loss.completion_only_loss,
         )
-        return SFTTrainer(args=sft_args, **common)
-    if t.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        dpo_args = DPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-        return DPOTrainer(args=dpo_args, **common)
-    # ORPO moved to trl.experimental in TRL 1.x; its beta is ORPO's lambda.
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    orpo_args = ORPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-    return ORPOTrainer(args=orpo_args, **common)
+    config_class, trainer_class = trl_classes(t.method)
+    # The TRL trainers take peft_config, which transformers' Trainer type does not declare.
+    trainer: Any = trainer_class(
+        model=model,
+        args=config_class(**trl_kwargs),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return trainer
 
 
 def _resolve_resume(spec: TrainJobSpec, notes: list[str]) -> str | None:
