@@ -51,6 +51,11 @@ def _check_publish(config: PipelineConfig) -> str:
 
 
 def _check_serving(config: PipelineConfig) -> str:
+    if config.serve.api_key_block and config.serve.target in ("local", "runpod-pod"):
+        # A missing Secret block fails here, before training, not after publishing.
+        from tuneship.blocks.serve_key import load_serve_api_key
+
+        load_serve_api_key(config.serve.api_key_block)
     if config.serve.target in ("runpod-serverless", "runpod-pod"):
         if config.publish.target != "hub":
             raise ConfigError(
