@@ -291,6 +291,7 @@ def finetune_and_deploy(
             base_model=base_label,
             method=config.training.method,
             adapter=config.training.adapter,
+            dataset_path=config.data.path,
             dataset_fingerprint=prepared.fingerprint,
             metrics=metrics,
             artifact_target=published.target,
