@@ -122,7 +122,8 @@ def render_lineage(lineage: Lineage) -> str:
         if cost.until is not None:
             when = f"{when}, stopped {cost.until:%Y-%m-%d %H:%M} UTC"
         deployed.append(f"{d.name} [{d.status}] {d.target} {d.url or '-'} ({when.strip(', ')})")
-        spent = f", {format_usd(cost.usd_so_far)} so far" if cost.usd_so_far is not None else ""
+        total = "so far" if cost.until is None else "in all"
+        spent = f", {format_usd(cost.usd_so_far)} {total}" if cost.usd_so_far is not None else ""
         deployed.append(f"  cost: {format_hourly(d, cost)}{spent}")
     steps.append(("deployments", deployed or ["(none)"]))
     steps.append(
