@@ -59,7 +59,9 @@ def find_bin_dir() -> Path | None:
     if not PG_ROOT.is_dir():
         return None
     found = [p / "bin" for p in PG_ROOT.iterdir() if (p / "bin" / "initdb").is_file()]
-    found.sort(key=lambda p: (p.parent.name != "15", -int(p.parent.name or 0)))
+    found.sort(
+        key=lambda p: (p.parent.name != "15", -int(p.parent.name) if p.parent.name.isdigit() else 0)
+    )
     return found[0] if found else None
 
 
@@ -105,42 +107,27 @@ def start_postgres() -> Iterator[PostgresServer]:
     if ids is not None:
         os.chown(root, *ids)
     port = _free_port()
-    run = {"check": True, "capture_output": True, "text": True, "cwd": root}
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, cwd=root)
+
     try:
-        subprocess.run(
-            [
-                *prefix,
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-            **run,  # type: ignore[call-overload]
+        run(
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
+        # fsync off: a throwaway test cluster needs no durability, and it is faster.
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
-        subprocess.run(
-            [
-                *prefix,
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            **run,  # type: ignore[call-overload]
-        )
+        log = str(root / "server.log")
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", log, "-o", options, "-w", "start")
         try:
             yield PostgresServer("127.0.0.1", port, bin_dir.parent.name)
         finally:
@@ -167,17 +154,14 @@ def postgres_server() -> Iterator[PostgresServer]:
         import psycopg  # noqa: F401
     except ImportError:
         postgres_unavailable("psycopg is not installed (pip install 'tuneship[postgres]')")
-    try:
-        context = start_postgres()
-        server = context.__enter__()
-    except (FileNotFoundError, RuntimeError) as exc:
-        postgres_unavailable(str(exc))
-    except subprocess.CalledProcessError as exc:
-        postgres_unavailable(f"{' '.join(exc.cmd[:3])} failed: {exc.stderr or exc.stdout}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(start_postgres())
+        except (FileNotFoundError, RuntimeError) as exc:
+            postgres_unavailable(str(exc))
+        except subprocess.CalledProcessError as exc:
+            postgres_unavailable(f"{exc.cmd} failed: {exc.stderr or exc.stdout}")
         yield server
-    finally:
-        context.__exit__(None, None, None)
 
 
 @pytest.fixture
