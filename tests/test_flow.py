@@ -88,6 +88,7 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     entry = Registry(cfg.registry_url()).get_model(cfg.publish.repo_id, summary.model_version)
     assert entry is not None
     assert entry.dataset_fingerprint == summary.dataset_fingerprint
+    assert entry.dataset_path == cfg.data.path
     assert entry.flow_run_id == summary.flow_run_id
     assert entry.metrics["eval_loss"] == pytest.approx(summary.eval_loss)
 

@@ -1,13 +1,18 @@
-"""The model registry on a real SQLite file, and the ``tuneship models`` CLI."""
+"""The model registry on a real SQLite file and a real PostgreSQL server, and the CLI.
+
+Tests that take ``registry_url`` (or ``registry``) run once per backend; the PostgreSQL run
+uses a throwaway server (``tests/_postgres.py``) and is skipped where none can start, unless
+``TUNESHIP_REQUIRE_POSTGRES=1``.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from tuneship.cli.models import models_app
@@ -21,8 +26,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(db_path: Path) -> Iterator[Registry]:
-    reg = Registry(f"sqlite:///{db_path}")
+def registry(registry_url: str) -> Iterator[Registry]:
+    reg = Registry(registry_url)
     yield reg
     reg.close()
 
@@ -45,19 +50,24 @@ def _entry(**overrides: object) -> ModelEntry:
     return ModelEntry.model_validate(values)
 
 
-def _count(db_path: Path, table: str) -> int:
-    with sqlite3.connect(db_path) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+def _count(url: str, table: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+    finally:
+        engine.dispose()
 
 
-def test_upsert_twice_keeps_one_row(registry: Registry, db_path: Path) -> None:
+def test_upsert_twice_keeps_one_row(registry: Registry, registry_url: str) -> None:
     first = registry.upsert_model(_entry())
     second = registry.upsert_model(
         _entry(metrics={"base_eval_loss": 3.0, "eval_loss": 1.5}, flow_run_id="run-2")
     )
 
-    assert db_path.is_file()
-    assert _count(db_path, "models") == 1
+    if registry_url.startswith("sqlite:///"):
+        assert Path(registry_url.removeprefix("sqlite:///")).is_file()
+    assert _count(registry_url, "models") == 1
     assert second.id == first.id
     assert second.metrics["eval_loss"] == 1.5
     assert second.flow_run_id == "run-2"
@@ -77,13 +87,13 @@ def test_upsert_leaves_unset_fields_alone(registry: Registry) -> None:
     assert updated.metrics == {"base_eval_loss": 3.0, "eval_loss": 2.0}
 
 
-def test_versions_and_latest(registry: Registry, db_path: Path) -> None:
+def test_versions_and_latest(registry: Registry, registry_url: str) -> None:
     registry.upsert_model(_entry())
     assert registry.next_version("acme/tiny-chat") == "2"
     registry.upsert_model(_entry(version="2", artifact_revision="fff"))
     registry.upsert_model(_entry(name="acme/other", version="1"))
 
-    assert _count(db_path, "models") == 3
+    assert _count(registry_url, "models") == 3
     latest = registry.get_model("acme/tiny-chat")
     assert latest is not None and latest.version == "2"
     older = registry.get_model("acme/tiny-chat", "1")
@@ -96,11 +106,11 @@ def test_versions_and_latest(registry: Registry, db_path: Path) -> None:
         ("acme/tiny-chat", "2"),
     ]
     # Entries survive a fresh connection (data is on disk, not in a session).
-    with Registry(f"sqlite:///{db_path}") as again:
+    with Registry(registry_url) as again:
         assert len(again.list_models()) == 3
 
 
-def test_deployments(registry: Registry, db_path: Path) -> None:
+def test_deployments(registry: Registry, registry_url: str) -> None:
     registry.upsert_model(_entry())
     deployment = DeploymentEntry(
         name="tiny-chat-local",
@@ -114,7 +124,7 @@ def test_deployments(registry: Registry, db_path: Path) -> None:
     )
     first = registry.upsert_deployment(deployment)
     again = registry.upsert_deployment(deployment.model_copy(update={"url": "http://h:9/v1"}))
-    assert _count(db_path, "deployments") == 1
+    assert _count(registry_url, "deployments") == 1
     assert again.url == "http://h:9/v1"
     assert again.created_at == first.created_at
 
@@ -174,8 +184,8 @@ def _populate(url: str) -> None:
         )
 
 
-def test_cli_list_text_and_json(db_path: Path) -> None:
-    url = f"sqlite:///{db_path}"
+def test_cli_list_text_and_json(registry_url: str) -> None:
+    url = registry_url
     _populate(url)
     runner = CliRunner()
 
@@ -196,8 +206,8 @@ def test_cli_list_text_and_json(db_path: Path) -> None:
     assert data[1]["metrics"]["eval_loss"] == 1.25
 
 
-def test_cli_show_text_and_json(db_path: Path) -> None:
-    url = f"sqlite:///{db_path}"
+def test_cli_show_text_and_json(registry_url: str) -> None:
+    url = registry_url
     _populate(url)
     runner = CliRunner()
 
@@ -240,3 +250,20 @@ def test_cli_bad_registry_url_fails_cleanly() -> None:
     assert result.exit_code == 1
     assert "u:***@h" in result.output
     assert "pw@" not in result.output
+
+
+def test_an_older_registry_gains_new_columns_in_place(registry_url: str) -> None:
+    # A registry written before dataset_path existed: the current tables minus that column.
+    with Registry(registry_url) as reg:
+        reg.upsert_model(_entry())
+    engine = create_engine(registry_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE models DROP COLUMN dataset_path"))
+    engine.dispose()
+
+    with Registry(registry_url) as reg:
+        old = reg.get_model("acme/tiny-chat")
+        assert old is not None and old.dataset_path is None and old.dataset_fingerprint == "f00d"
+        reg.upsert_model(_entry(version="2", dataset_path="data/chat.jsonl"))
+        assert [m.dataset_path for m in reg.list_models()] == [None, "data/chat.jsonl"]
+    assert _count(registry_url, "models") == 2

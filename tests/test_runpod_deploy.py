@@ -37,7 +37,7 @@ def vllm_backend(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     from tuneship.serving.local_vllm import LocalVllmTarget
 
     engine = engine_python_or_skip()
-    options = tiny_serve_options(engine, served_model_name=MODEL_ID, api_key=BACKEND_KEY)
+    options = tiny_serve_options(engine, served_model_name=MODEL_ID).with_api_key(BACKEND_KEY)
     target = LocalVllmTarget(deployments_dir=tmp_path_factory.mktemp("backend"))
     info = target.deploy(tiny_model_dir, options, name="runpod-backend")
     try:

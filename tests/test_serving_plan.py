@@ -247,8 +247,7 @@ def test_server_arguments_and_environment(tiny_model_dir: Path) -> None:
         max_model_len=512,
         tensor_parallel_size=1,
         extra_options={"enforce_eager": True, "max_num_seqs": 8, "trust_remote_code": False},
-        api_key="s3cret-key",
-    )
+    ).with_api_key("s3cret-key")
     plan = plan_serving(tiny_model_dir, options, gpus=[], ram_bytes=8 * GIB)
     engine = build_vllm_options(str(tiny_model_dir), "tiny", plan, options)
     args = build_server_args(

@@ -22,13 +22,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tuneship.errors import ConfigError
+from tuneship.secrets import looks_like_token, mask_secrets
 
 DataFormat = Literal["auto", "messages", "prompt_completion", "preference", "alpaca", "sharegpt"]
 TrainingMethod = Literal["sft", "dpo", "orpo"]
@@ -52,10 +55,32 @@ def default_home() -> Path:
     return Path(os.environ.get("TUNESHIP_HOME", Path.home() / ".tuneship")).expanduser()
 
 
+LITERAL_API_KEY_MESSAGE = (
+    "a literal API key is not accepted: a key in the config is stored with the flow run's "
+    "parameters. Give it as a Prefect Secret block (`tuneship blocks create serve-key NAME`, "
+    "then serve.api_key_block: NAME), or in $TUNESHIP_SERVE_API_KEY, or leave both unset "
+    "and a key is generated per deployment (in a 0600 file under "
+    "$TUNESHIP_HOME/deployments/<name>/api-key)"
+)
+
+
+def _reject_token_as_block_name(value: str | None) -> str | None:
+    """Refuse a token pasted where a block *name* belongs (it would be stored in clear)."""
+    if looks_like_token(value):
+        raise PydanticCustomError(
+            "token_not_block_name",
+            "this looks like a token, not a block name; store the token in a block "
+            "(`tuneship blocks create ...` or the Prefect UI) and give the block's name here",
+        )
+    return value
+
+
 class _Section(BaseModel):
     """Base for config sections: unknown keys are errors, so typos are caught early."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: pydantic's own message (shown by Prefect for a bad parameter)
+    # must not echo a token pasted into the wrong field; format_validation_error masks instead.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
 
 class ModelConfig(_Section):
@@ -308,6 +333,8 @@ class PublishConfig(_Section):
         2.0, gt=0, description="Largest weights (GiB) the 'auto' vLLM load check starts for."
     )
 
+    _check_block_names = field_validator("hf_credentials_block")(_reject_token_as_block_name)
+
     @field_validator("vllm_load_check", mode="before")
     @classmethod
     def _yaml_on_off(cls, value: Any) -> Any:
@@ -343,6 +370,10 @@ class PublishConfig(_Section):
 
 class RunPodServeConfig(_Section):
     """RunPod serving settings (``docs/runpod.md``): images, GPUs, workers, budget, timeouts."""
+
+    _check_block_names = field_validator("credentials_block", "hf_credentials_block")(
+        _reject_token_as_block_name
+    )
 
     credentials_block: str | None = Field(
         None,
@@ -420,6 +451,8 @@ class RunPodServeConfig(_Section):
 class ServeConfig(_Section):
     """How the model is served after publishing (``docs/serving.md``)."""
 
+    _check_block_names = field_validator("api_key_block")(_reject_token_as_block_name)
+
     target: Literal["none", "local", "runpod-serverless", "runpod-pod"] = Field(
         "none",
         description=(
@@ -444,12 +477,15 @@ class ServeConfig(_Section):
     )
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int | None = Field(None, ge=1, le=65535, description="Port; unset picks a free one.")
-    # SecretStr: Prefect stores a SecretStr flow parameter as '**********', never in clear.
-    api_key: SecretStr | None = Field(
+    # The key itself is never a config value: flow parameters are stored in Prefect's
+    # database. The config names where it is; the Prefect layer resolves it.
+    api_key_block: str | None = Field(
         None,
         description=(
-            "API key clients must send (default: $TUNESHIP_SERVE_API_KEY, else a new random "
-            "key per deployment, saved to a 0600 file beside the server log)."
+            "Name of a Prefect Secret block holding the API key clients must send (create it "
+            "with `tuneship blocks create serve-key NAME`). Unset: $TUNESHIP_SERVE_API_KEY, "
+            "else a new random key per deployment. The key is always saved to a 0600 file "
+            "beside the server log."
         ),
     )
     served_model_name: str | None = Field(
@@ -513,6 +549,37 @@ class ServeConfig(_Section):
     runpod: RunPodServeConfig = Field(
         default_factory=RunPodServeConfig, description="RunPod targets' settings."
     )
+    # Set only from code (tests, or a caller that resolved the key itself); a private
+    # attribute is never serialised, so it cannot reach Prefect's parameters or the registry.
+    _api_key: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_literal_api_key(cls, data: Any) -> Any:
+        """Refuse ``serve.api_key``: a key in the config would be stored as a flow parameter."""
+        if isinstance(data, dict) and "api_key" in data:
+            if data["api_key"] is not None:
+                raise PydanticCustomError("literal_secret", LITERAL_API_KEY_MESSAGE)
+            data = {k: v for k, v in data.items() if k != "api_key"}  # an empty key is no key
+        return data
+
+    def with_api_key(self, key: str | SecretStr | None) -> ServeConfig:
+        """Return a copy that serves with ``key`` (kept out of every serialisation).
+
+        Args:
+            key: The API key clients must send; None keeps the normal resolution.
+
+        Returns:
+            A copy of this section carrying the key.
+        """
+        copy = self.model_copy(deep=True)
+        copy._api_key = SecretStr(key) if isinstance(key, str) else key
+        return copy
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """The key set with :meth:`with_api_key`, if any (never read from the config)."""
+        return self._api_key
 
 
 class RegistryConfig(_Section):
@@ -530,7 +597,9 @@ class RegistryConfig(_Section):
 class PipelineConfig(BaseModel):
     """Everything one run of ``finetune_and_deploy`` needs."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: pydantic's own message (shown by Prefect for a bad parameter)
+    # must not echo a token pasted into the wrong field; format_validation_error masks instead.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     name: str = Field(
         "tuneship-demo",
@@ -581,6 +650,8 @@ def format_validation_error(error: ValidationError, source: str | None = None) -
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(config)"
         reason = item["msg"]
+        if item["type"] == "literal_secret":
+            path = f"{path}.api_key" if item["loc"] else "api_key"
         if item["type"] == "extra_forbidden":
             reason = "unknown field (check the spelling; `tuneship config schema` lists fields)"
         if (
@@ -589,7 +660,8 @@ def format_validation_error(error: ValidationError, source: str | None = None) -
             and not isinstance(item["input"], dict)
         ):
             reason += f" (got {item['input']!r})"
-        lines.append(f"  {path}: {reason}")
+        # A token pasted into the wrong field must not be echoed back (logs, Prefect UI).
+        lines.append(mask_secrets(f"  {path}: {reason}"))
     where = f" in {source}" if source else ""
     return f"invalid configuration{where}:\n" + "\n".join(lines)
 

@@ -7,9 +7,18 @@ tasks retry those and nothing else.
 
 from __future__ import annotations
 
+from tuneship.secrets import mask_secrets
+
 
 class TuneshipError(Exception):
-    """Base class for errors a user can act on."""
+    """Base class for errors a user can act on.
+
+    String arguments are masked on the way in (:func:`tuneship.secrets.mask_secrets`), so a
+    token pasted into the wrong field never reaches a message, a log or the Prefect UI.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(TuneshipError):

@@ -2,7 +2,8 @@
 
 The first line of defence is never to format a secret into text (tokens live in
 ``SecretStr`` fields and Prefect blocks). This module is the second: it masks anything that
-looks like a Hugging Face (``hf_...``) or RunPod (``rpa_...``) key, plus every value
+looks like a Hugging Face (``hf_...``), RunPod (``rpa_...``) or OpenAI-style (``sk-...``) key,
+plus every value
 registered with :func:`register_secret`, in log records before any handler (console or the
 Prefect API) sees them.
 
@@ -22,9 +23,13 @@ from pydantic import SecretStr
 MASK = "***"
 
 # Real tokens are ``hf_`` / ``rpa_`` followed by ~34-40 random letters and digits. Requiring
-# a digit or capital keeps identifiers such as ``hf_transfer`` readable in logs.
+# a digit or capital keeps identifiers such as ``hf_transfer`` readable in logs. OpenAI-style
+# keys (``sk-...``, ``sk-proj-...``) also carry dashes and underscores, so they need a longer
+# body before they count as a key.
 TOKEN_PATTERN = re.compile(
-    r"(?<![A-Za-z0-9])(?P<prefix>hf_|api_org_|rpa_)(?=[A-Za-z0-9]*[A-Z0-9])[A-Za-z0-9]{8,}"
+    r"(?<![A-Za-z0-9])(?:"
+    r"(?P<prefix>hf_|api_org_|rpa_)(?=[A-Za-z0-9]*[A-Z0-9])[A-Za-z0-9]{8,}"
+    r"|(?P<sk>sk-)(?=[A-Za-z0-9_-]*[A-Z0-9])[A-Za-z0-9_-]{16,})"
 )
 
 # Loggers whose records Prefect ships to its API (flow and task run logs) plus its own.
@@ -85,7 +90,16 @@ def mask_secrets(text: str, *extra: str | SecretStr | None) -> str:
     for value in sorted(values, key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
-    return TOKEN_PATTERN.sub(lambda m: m["prefix"] + MASK, text)
+    return TOKEN_PATTERN.sub(lambda m: (m["prefix"] or m["sk"]) + MASK, text)
+
+
+def looks_like_token(value: object) -> bool:
+    """Whether ``value`` is a string holding something shaped like an API token.
+
+    Used to refuse a token pasted into a field that names a block (and would be stored in
+    the clear as a flow parameter), without echoing it.
+    """
+    return isinstance(value, str) and TOKEN_PATTERN.search(value) is not None
 
 
 class SecretMaskingFilter(logging.Filter):

@@ -29,6 +29,7 @@ class RunSecrets:
 
     hf_token: SecretStr | None = None
     runpod_api_key: SecretStr | None = None
+    serve_api_key: SecretStr | None = None
 
     @classmethod
     def from_environment(cls) -> RunSecrets:

@@ -7,6 +7,7 @@ argument (which would land in shell history and process lists), and are never ec
 from __future__ import annotations
 
 import os
+import secrets
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -24,9 +25,14 @@ class BlockKind(StrEnum):
 
     huggingface = "huggingface"
     runpod = "runpod"
+    serve_key = "serve-key"
 
 
-_DEFAULT_ENV = {BlockKind.huggingface: "HF_TOKEN", BlockKind.runpod: "RUNPOD_API_KEY"}
+_DEFAULT_ENV = {
+    BlockKind.huggingface: "HF_TOKEN",
+    BlockKind.runpod: "RUNPOD_API_KEY",
+    BlockKind.serve_key: "TUNESHIP_SERVE_API_KEY",
+}
 
 
 def _block_classes() -> list[Any]:
@@ -56,15 +62,26 @@ def register_blocks() -> None:
 
 @blocks_app.command("create")
 def create_block(
-    kind: Annotated[BlockKind, typer.Argument(help="Block to create: huggingface or runpod.")],
+    kind: Annotated[
+        BlockKind,
+        typer.Argument(
+            help="Block to create: huggingface, runpod, or serve-key (a Secret block with the "
+            "API key of served endpoints, for serve.api_key_block)."
+        ),
+    ],
     name: Annotated[str, typer.Argument(help="Block name, e.g. hf-prod.")],
     from_env: Annotated[
         str | None,
         typer.Option(
             "--from-env",
-            help="Environment variable holding the secret (default HF_TOKEN / RUNPOD_API_KEY).",
+            help="Environment variable holding the secret (default HF_TOKEN / RUNPOD_API_KEY "
+            "/ TUNESHIP_SERVE_API_KEY).",
         ),
     ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(help="serve-key: generate a random key instead of reading one."),
+    ] = False,
     prompt: Annotated[
         bool,
         typer.Option(help="Ask for the secret (hidden input) when the variable is unset."),
@@ -91,7 +108,9 @@ def create_block(
     from tuneship.secrets import register_secret
 
     env_var = from_env or _DEFAULT_ENV[kind]
-    value = os.environ.get(env_var, "").strip()
+    if generate and kind is not BlockKind.serve_key:
+        raise _fail("--generate only makes serve-key blocks; tokens come from their service")
+    value = secrets.token_urlsafe(32) if generate else os.environ.get(env_var, "").strip()
     if not value:
         if not prompt:
             raise _fail(f"{env_var} is not set; export it or drop --no-prompt")
@@ -99,6 +118,17 @@ def create_block(
     if not value:
         raise _fail("the secret is empty")
     register_secret(value)
+    if kind is BlockKind.serve_key:
+        from tuneship.blocks.serve_key import save_serve_api_key
+
+        try:
+            save_serve_api_key(name, value, overwrite=overwrite)
+        except ValueError as exc:
+            raise _fail(f"{exc}".rstrip(".") + " (use --overwrite to replace it)") from None
+        typer.echo(
+            f"saved secret/{name} (key stored, not shown); use it with serve.api_key_block: {name}"
+        )
+        return
     block: Any
     if kind is BlockKind.huggingface:
         block = HuggingFaceCredentials(

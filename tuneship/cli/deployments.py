@@ -1,13 +1,15 @@
-"""``tuneship deployments``: list the recorded deployments and stop one."""
+"""``tuneship deployments``: list the recorded deployments (with cost), export them, stop one."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
 from tuneship.errors import TuneshipError
+from tuneship.registry.endpoints import LIVE_STATUSES, ExportFormat, KeySource
 
 deployments_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -23,16 +25,18 @@ RegistryOption = Annotated[
 
 def _is_alive(details: dict[str, Any]) -> bool | None:
     """Whether the recorded server still runs (None when it had no local process)."""
-    from tuneship.serving.process import group_alive, process_start_time
+    from tuneship.registry.endpoints import process_alive
 
-    pgid, pid = details.get("pgid"), details.get("pid")
-    if not isinstance(pgid, int):
-        return None
-    if isinstance(pid, int):
-        started = process_start_time(pid)
-        if started is not None and started != details.get("pid_start_time"):
-            return False
-    return group_alive(pgid)
+    return process_alive(details)
+
+
+def _since(when: datetime | None) -> str:
+    """``2026-12-03 14:05 UTC (2h 10m ago)``."""
+    if when is None:
+        return "-"
+    minutes = int(max((datetime.now(UTC) - when).total_seconds(), 0) // 60)
+    ago = f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({ago} ago)"
 
 
 @deployments_app.command("list")
@@ -50,12 +54,28 @@ def list_deployments(
     except TuneshipError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None
+    from tuneship.registry.endpoints import deployment_cost, format_hourly, format_usd
+
     rows = []
     for entry in entries:
         row = entry.model_dump(mode="json")
         row["alive"] = _is_alive(entry.details)
+        cost = deployment_cost(entry)
+        row["cost"] = cost.model_dump(mode="json")
+        if cost.until is None:
+            row["cost_text"] = f"{format_hourly(entry, cost)} since {_since(cost.since)}" + (
+                f", {format_usd(cost.usd_so_far)} so far" if cost.usd_so_far else ""
+            )
+        else:
+            row["cost_text"] = (
+                f"{format_hourly(entry, cost)} for {cost.hours or 0:.2f} h, stopped "
+                f"{_since(cost.until)}"
+                + (f", {format_usd(cost.usd_so_far)} in all" if cost.usd_so_far else "")
+            )
         rows.append(row)
     if as_json:
+        for row in rows:
+            del row["cost_text"]
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
@@ -71,6 +91,8 @@ def list_deployments(
             f"model={row['served_model_name'] or '-'}  "
             f"({row['model_name']}:{row['model_version']})"
         )
+        if status in LIVE_STATUSES or row["target"].startswith("runpod"):
+            typer.echo(f"    cost {row['cost_text']}")
         if details.get("pgid") is not None:
             typer.echo(
                 f"    pgid={details.get('pgid')} gpus={details.get('gpu_indices') or 'cpu'} "
@@ -107,3 +129,78 @@ def stop(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"stopped {entry.name} ({entry.url or 'no url'})")
+
+
+@deployments_app.command("export")
+def export(
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="openai-env (shell exports for the openai client) or litellm (a LiteLLM "
+            "proxy config.yaml).",
+        ),
+    ] = "openai-env",
+    include_keys: Annotated[
+        bool,
+        typer.Option(
+            "--include-keys",
+            help="Print the API keys themselves (default: say where each key is).",
+        ),
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="Only this model's deployments.")] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Print what a client needs to call every live endpoint: URL, model name, key.
+
+    Pipe it into a file for a LiteLLM proxy (``--format litellm``) or ``source`` it
+    (``--format openai-env``). Keys are only printed with ``--include-keys``.
+    """
+    from typing import cast, get_args
+
+    from tuneship.registry import Registry
+    from tuneship.registry.endpoints import (
+        export_rows,
+        is_live,
+        key_source,
+        render_export,
+    )
+
+    if fmt not in get_args(ExportFormat):
+        typer.secho(
+            f"error: --format {fmt!r}: choose one of {', '.join(get_args(ExportFormat))}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    try:
+        with Registry(registry) as reg:
+            live = [e for e in reg.list_deployments(model_name=model) if is_live(e)]
+        keys: dict[str, str] = {}
+        if include_keys:
+            for entry in live:
+                key = _read_key(key_source(entry))
+                if key is None:
+                    raise TuneshipError(
+                        f"deployment {entry.name}: cannot read its key "
+                        f"({key_source(entry).describe()})"
+                    )
+                keys[entry.name] = key
+    except TuneshipError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+    if not live:
+        typer.echo("no live deployments", err=True)
+    typer.echo(render_export(export_rows(live, keys), cast(ExportFormat, fmt)), nl=False)
+
+
+def _read_key(source: KeySource) -> str | None:
+    """The key itself: read from its file or variable, or from the RunPod credentials block."""
+    from tuneship.registry.endpoints import read_key
+
+    if source.kind == "runpod-block":
+        from tuneship.blocks.credentials import resolve_runpod_api_key
+
+        secret = resolve_runpod_api_key(source.location, field="credentials_block")
+        return secret.get_secret_value() if secret is not None else None
+    return read_key(source)

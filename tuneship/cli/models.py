@@ -86,6 +86,7 @@ def _show_text(details: ModelDetails) -> str:
         ("Base model", details.base_model),
         ("Method", details.method),
         ("Adapter", details.adapter),
+        ("Dataset", details.dataset_path),
         ("Dataset fingerprint", details.dataset_fingerprint),
         ("Artifact", f"{details.artifact_target or '-'}: {details.artifact_location or '-'}"),
         ("Revision", details.artifact_revision),
@@ -120,12 +121,25 @@ def show_command(
         str | None, typer.Option("--version", help="Version to show (default: the latest).")
     ] = None,
     json_output: JsonOption = False,
+    lineage: Annotated[
+        bool,
+        typer.Option(
+            "--lineage",
+            help="Show the chain dataset -> flow run -> training -> published revision -> "
+            "deployments -> cost.",
+        ),
+    ] = False,
     registry: RegistryOption = None,
 ) -> None:
     """Show one model version (the latest by default) and its deployments."""
+    from tuneship.registry.lineage import build_lineage, render_lineage
+
     reg = _open(registry)
+    chain = None
     try:
         details = reg.describe_model(name, version)
+        if lineage and details is not None:
+            chain = build_lineage(reg, name, details.version)
         known = sorted({m.name for m in reg.list_models()}) if details is None else []
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -137,7 +151,9 @@ def show_command(
         hint = f"registered models: {', '.join(known)}" if known else "no models are registered"
         typer.echo(f"error: {what} not found in {reg.masked_url} ({hint})", err=True)
         raise typer.Exit(1)
-    if json_output:
+    if chain is not None:
+        typer.echo(chain.model_dump_json(indent=2) if json_output else render_lineage(chain))
+    elif json_output:
         typer.echo(details.model_dump_json(indent=2))
     else:
         typer.echo(_show_text(details))

@@ -100,6 +100,7 @@ def deploy_to_runpod(
     """
     from tuneship.serving.lifecycle import managed_deployment
     from tuneship.serving.runpod_base import RunPodDeploymentInfo
+    from tuneship.tasks.credentials import resolve_serve_api_key
 
     registry = registry_url
     version = model_version or revision or "main"
@@ -108,7 +109,7 @@ def deploy_to_runpod(
     target = make_runpod_target(serve, plan=plan, revision=revision)
     with managed_deployment(
         model,
-        serve,
+        resolve_serve_api_key(serve),
         name=run_name,
         model_name=model_name or model,
         model_version=version,

@@ -196,7 +196,7 @@ def finetune_and_deploy(
     published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
 
     entry = register_model(
-        config.registry_url(), build_model_entry(card, trained, published, run_id)
+        config.registry_url(), build_model_entry(card, trained, published, run_id, config.data.path)
     )
     deployment = None
     if config.serve.target == "local":
@@ -251,12 +251,13 @@ def serve_and_smoke_test(
         The endpoint and the smoke test's answer.
     """
     from tuneship.serving.lifecycle import managed_deployment
+    from tuneship.tasks.credentials import resolve_serve_api_key
 
     # The plan fails fast when the request cannot fit; the server starts with this plan.
     plan = plan_local_serving(model_dir, config.serve, config.name)
     with managed_deployment(
         model_dir,
-        config.serve,
+        resolve_serve_api_key(config.serve),
         plan=plan,
         name=config.name,
         model_name=model_name,

@@ -61,7 +61,11 @@ def build_card_info(
 
 
 def build_model_entry(
-    card: CardInfo, trained: TrainResult, published: PublishResult, flow_run_id: str | None
+    card: CardInfo,
+    trained: TrainResult,
+    published: PublishResult,
+    flow_run_id: str | None,
+    dataset_path: str | None = None,
 ) -> ModelEntry:
     """Return the registry record of a published run: what the card says, and where it went.
 
@@ -70,6 +74,7 @@ def build_model_entry(
         trained: What the training job produced (its eval losses are the metrics).
         published: Where the package was published (its revision is the version).
         flow_run_id: The Prefect flow run, when the run is one.
+        dataset_path: ``data.path`` as configured (the lineage view shows it).
 
     Returns:
         The model version to register.
@@ -82,6 +87,7 @@ def build_model_entry(
         base_model=card.base_model,
         method=card.method,
         adapter=card.adapter,
+        dataset_path=dataset_path,
         dataset_fingerprint=card.dataset_fingerprint,
         metrics=eval_metrics(trained),
         artifact_target=published.target,

@@ -18,6 +18,9 @@ class ModelEntry(BaseModel):
     base_model: str | None = None
     method: str | None = Field(default=None, description="sft, dpo or orpo.")
     adapter: str | None = Field(default=None, description="lora, qlora or full.")
+    dataset_path: str | None = Field(
+        default=None, description="The training data: a file, folder or Hub dataset id."
+    )
     dataset_fingerprint: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     artifact_target: str | None = Field(

@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneship.errors import RegistryError
 from tuneship.registry.models import DeploymentEntry, ModelDetails, ModelEntry
+from tuneship.registry.schema import add_missing_columns
 from tuneship.registry.tables import Base, DeploymentRow, ModelRow
 
 _MODEL_FIELDS = (
     "base_model",
     "method",
     "adapter",
+    "dataset_path",
     "dataset_fingerprint",
     "metrics",
     "artifact_target",
@@ -148,6 +150,8 @@ class Registry:
         try:
             if not self._ready:
                 Base.metadata.create_all(self._engine)
+                # A registry made by an older tuneship lacks newer columns; add them in place.
+                add_missing_columns(self._engine, Base.metadata)
                 self._ready = True
             with self._sessions() as session:
                 yield session

@@ -25,6 +25,7 @@ class ModelRow(Base):
     base_model: Mapped[str | None] = mapped_column(String(512))
     method: Mapped[str | None] = mapped_column(String(32))
     adapter: Mapped[str | None] = mapped_column(String(32))
+    dataset_path: Mapped[str | None] = mapped_column(Text)
     dataset_fingerprint: Mapped[str | None] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     artifact_target: Mapped[str | None] = mapped_column(String(32))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 import time
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError
+from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo
 from tuneship.serving.engine import resolve_engine_command
 from tuneship.serving.http import http_get
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from tuneship.planning.inventory import LocalGpu
 
 TARGET_NAME = "local-vllm"
-API_KEY_ENV = "TUNESHIP_SERVE_API_KEY"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # "(EngineCore pid=12) ERROR 11-29 16:06:14 [core.py:99] message" -> "message"
 _VLLM_PREFIX = re.compile(
@@ -250,16 +249,9 @@ class LocalVllmTarget:
         plan = plan or self.plan(model_arg, options)
         served = options.served_model_name or name
         port = options.port or find_free_port(options.host)
-        api_key = (
-            (options.api_key.get_secret_value() if options.api_key else None)
-            or os.environ.get(API_KEY_ENV)
-            or secrets.token_urlsafe(32)
-        )
+        api_key = choose_api_key(options)
         folder = self._deployment_dir(name)
-        key_file = folder / "api-key"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(api_key + "\n")
+        key_file = write_api_key_file(folder, api_key)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = folder / f"server-{stamp}-{os.getpid()}.log"
         engine_options = build_vllm_options(model_arg, served, plan, options)

@@ -2,7 +2,7 @@
 
 The pod runs ``vllm/vllm-openai`` at a pinned tag with the same vLLM options as the
 serverless worker, on port 8000 over RunPod's HTTPS proxy. An API key is always required:
-it is generated per deployment (or ``serve.api_key``), passed as ``VLLM_API_KEY`` and
+it is generated per deployment (or ``serve.api_key_block``), passed as ``VLLM_API_KEY`` and
 kept in a 0600 file beside the deployment's records.
 
 ``deploy`` tries the planner's GPU types in order (cheapest first, within the budget); a
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from tuneship.runpod.specs import (
     plan_pod,
     resource_name,
 )
+from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import DeploymentInfo
 from tuneship.serving.http import http_get
 from tuneship.serving.runpod_base import (
@@ -47,8 +46,6 @@ from tuneship.serving.runpod_base import (
 from tuneship.serving.runpod_serverless import require_hub_id
 
 log = logging.getLogger(__name__)
-
-API_KEY_ENV = "TUNESHIP_SERVE_API_KEY"
 
 
 def http_port_ready(pod: dict[str, Any] | None, port: int = POD_PORT) -> bool:
@@ -108,12 +105,7 @@ class RunPodPodTarget(RunPodTargetBase):
 
     def _key_file(self, name: str, api_key: str) -> Path:
         folder = (self.deployments_dir or default_home() / "deployments") / name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "api-key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(api_key + "\n")
-        return path
+        return write_api_key_file(folder, api_key)
 
     def deploy(
         self,
@@ -142,11 +134,7 @@ class RunPodPodTarget(RunPodTargetBase):
             token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
         client = self._client(options)
         rname = resource_name(name)
-        api_key = (
-            (options.api_key.get_secret_value() if options.api_key else None)
-            or os.environ.get(API_KEY_ENV)
-            or secrets.token_urlsafe(32)
-        )
+        api_key = choose_api_key(options)
         key_file = self._key_file(name, api_key)
         env = {"VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if token:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tuneship.config import PipelineConfig
+from tuneship.config import PipelineConfig, ServeConfig
 from tuneship.runpod.client import RunPodClient
 from tuneship.serving.base import ServingTarget
 from tuneship.serving.targets import get_target
@@ -56,9 +56,26 @@ def load_run_secrets(config: PipelineConfig) -> RunSecrets:
     runpod_key = None
     if config.serve.target in RUNPOD_TARGETS:
         runpod_key = load_runpod_api_key(config.serve.runpod.credentials_block)
+    # A missing serve.api_key_block fails here, in the checks before training.
+    serve_key = resolve_serve_api_key(config.serve).api_key
     return RunSecrets(
-        hf_token=load_hf_token(config.publish.hf_credentials_block), runpod_api_key=runpod_key
+        hf_token=load_hf_token(config.publish.hf_credentials_block),
+        runpod_api_key=runpod_key,
+        serve_api_key=serve_key,
     )
+
+
+def resolve_serve_api_key(serve: ServeConfig) -> ServeConfig:
+    """Return ``serve`` carrying the key of its ``api_key_block`` (unchanged without one).
+
+    Raises:
+        ConfigError: The Secret block does not exist or holds no key.
+    """
+    if not serve.api_key_block or serve.api_key is not None:
+        return serve
+    from tuneship.blocks.serve_key import load_serve_api_key
+
+    return serve.with_api_key(load_serve_api_key(serve.api_key_block))
 
 
 def load_target(

@@ -153,7 +153,10 @@ def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult
     from tuneship.serving.lifecycle import managed_deployment
     from tuneship.serving.smoke import run_smoke_test
 
-    options = config.serve.model_copy(update={"target": "local", "keep_serving": False})
+    # The load check is tuneship's own short-lived server: a generated key, not the user's.
+    options = config.serve.model_copy(
+        update={"target": "local", "keep_serving": False, "api_key_block": None}
+    )
     with managed_deployment(
         package_dir, options, name=f"{config.name}-load-check", keep=False
     ) as info:
