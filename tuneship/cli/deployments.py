@@ -25,6 +25,10 @@ def _is_alive(details: dict[str, Any]) -> bool | None:
     """Whether the recorded server still runs (None when it had no local process)."""
     from tuneship.serving.process import group_alive, process_start_time
 
+    if details.get("container_id"):
+        from tuneship.serving.docker import container_alive
+
+        return container_alive(details)
     pgid, pid = details.get("pgid"), details.get("pid")
     if not isinstance(pgid, int):
         return None
@@ -63,9 +67,10 @@ def list_deployments(
         return
     for row in rows:
         status = row["status"]
-        if status == "running" and row["alive"] is False:
-            status = "running (process gone)"
         details = row["details"]
+        if status == "running" and row["alive"] is False:
+            gone = "container" if details.get("container_id") else "process"
+            status = f"running ({gone} gone)"
         typer.echo(
             f"{row['name']}  {status}  {row['target']}  {row['url'] or '-'}  "
             f"model={row['served_model_name'] or '-'}  "
@@ -76,6 +81,11 @@ def list_deployments(
                 f"    pgid={details.get('pgid')} gpus={details.get('gpu_indices') or 'cpu'} "
                 f"tp={details.get('tensor_parallel_size')} "
                 f"max_model_len={details.get('max_model_len')} log={details.get('log_path')}"
+            )
+        if details.get("container_id") is not None:
+            typer.echo(
+                f"    container={details.get('container_name')} image={details.get('image')} "
+                f"gpus={details.get('gpu_indices') or 'cpu'} log={details.get('log_path')}"
             )
 
 
@@ -88,13 +98,17 @@ def stop(
     """Stop a deployment and mark it stopped.
 
     A local server's whole process group is stopped; a RunPod endpoint is scaled to zero
-    and deleted with its template, a RunPod pod is terminated.
+    and deleted with its template, a RunPod pod is terminated, a container is stopped and
+    removed (its log saved).
     """
     from tuneship.runpod.deployment import stop_runpod_deployment
+    from tuneship.serving.docker import stop_docker_deployment
     from tuneship.serving.lifecycle import stop_deployment
 
     try:
         entry = stop_runpod_deployment(name, registry_url=registry)
+        if entry is None:
+            entry = stop_docker_deployment(name, registry_url=registry, timeout_s=timeout)
         if entry is None:
             entry = stop_deployment(name, registry_url=registry, timeout_s=timeout)
     except TuneshipError as exc:

@@ -141,6 +141,16 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
     except TuneshipError as exc:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
+    if config.serve.target == "docker":
+        from tuneship.serving.docker import remove_run_containers
+
+        try:
+            removed = remove_run_containers(config.serve.docker, config.name)
+        except TuneshipError as exc:
+            logger.error("could not remove the run's container: %s; `docker rm -f` it", exc)
+            return
+        logger.warning("run's container %s", "removed" if removed else "was already gone")
+        return
     if config.serve.target not in ("runpod-serverless", "runpod-pod"):
         return
     from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
@@ -300,7 +310,7 @@ def finetune_and_deploy(
         ),
     )
     deployment = None
-    if config.serve.target == "local":
+    if config.serve.target in ("local", "docker"):
         deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
     elif config.serve.target in ("runpod-serverless", "runpod-pod"):
         deployment = deploy_published_to_runpod(config, published, entry.name, entry.version)

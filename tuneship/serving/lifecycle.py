@@ -146,7 +146,8 @@ def managed_deployment(
         registry_url: Registry to record the deployment in; None records nothing.
         keep: Leave the server running after a normal exit (default:
             ``options.keep_serving``).
-        target: Serving target (default: :class:`LocalVllmTarget`).
+        target: Serving target (default: :class:`DockerTarget` when ``options.target``
+            is ``docker``, else :class:`LocalVllmTarget`).
 
     Yields:
         The ready deployment (``info.api_key`` holds the key).
@@ -154,6 +155,10 @@ def managed_deployment(
     Raises:
         ServingError: The server could not start; nothing is left running.
     """
+    if target is None and options.target == "docker":
+        from tuneship.serving.docker import DockerTarget
+
+        target = DockerTarget()
     if target is None:
         from tuneship.serving.local_vllm import LocalVllmTarget
 
