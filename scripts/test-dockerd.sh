@@ -36,6 +36,8 @@ start() {
     fi
     for _ in $(seq 1 120); do
         if DOCKER_HOST="$host" docker version >/dev/null 2>&1; then
+            # Under sudo, the calling user gets the socket (the tests connect as that user).
+            [[ -n "${SUDO_UID:-}" ]] && chown "$SUDO_UID" "$sock"
             echo "export DOCKER_HOST=$host"
             return 0
         fi

@@ -1,0 +1,342 @@
+"""The ``docker`` target against a real Docker engine (``scripts/test-dockerd.sh``).
+
+vLLM's CPU build serves the tiny model in a container from the project's engine venv,
+mounted read-only (``_docker_helpers``). vLLM starts twice (~1 min each on 2 cores): one
+container is shared by the serving tests, and one proves that re-deploying replaces a
+run's container. The failure, timeout, SIGTERM and Ctrl-C tests stop vLLM while it starts,
+and every test checks that no container is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from _docker_helpers import (
+    base_image,
+    docker_client_or_skip,
+    docker_serve_options,
+    tuneship_containers,
+)
+from _serving_helpers import engine_python_or_skip
+from typer.testing import CliRunner
+
+from tuneship.cli.deployments import deployments_app
+from tuneship.registry import DeploymentEntry, Registry
+from tuneship.serving import (
+    DockerEngineError,
+    DockerTarget,
+    ServerStartError,
+    managed_deployment,
+    run_smoke_test,
+)
+from tuneship.serving.docker import (
+    LABEL_MODEL,
+    LABEL_RUN,
+    MODEL_MOUNT,
+    container_name,
+    remove_container,
+)
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[DockerClient]:
+    client = docker_client_or_skip()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def image(client: DockerClient) -> str:
+    return base_image(client)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Path:
+    return engine_python_or_skip()
+
+
+@pytest.fixture(autouse=True)
+def _no_container_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, only the shared container may be left (and only while shared)."""
+    yield
+    if "client" not in request.fixturenames:
+        return
+    client = request.getfixturevalue("client")
+    shared = {container_name("tiny-docker")}
+    left = [c.name for c in tuneship_containers(client) if c.name not in shared]
+    for name in left:
+        client.containers.get(name).remove(force=True)
+    assert left == [], f"containers left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def registry_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('docker-registry') / 'registry.db'}"
+
+
+@pytest.fixture(scope="module")
+def served(
+    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path, registry_url: str
+) -> Iterator[Any]:
+    """One container serving the tiny model, recorded in the registry, for several tests."""
+    options = docker_serve_options(engine, image, keep_serving=True)
+    with managed_deployment(
+        tiny_model_dir,
+        options,
+        name="tiny-docker",
+        model_name="acme/tiny",
+        model_version="1",
+        registry_url=registry_url,
+    ) as info:
+        yield info
+    # Normally test_cli_lists_and_stops_container has stopped it already.
+    remove_container(client, info.container_id, None, timeout_s=5)
+
+
+def test_serves_chat_and_stream(served: Any, registry_url: str) -> None:
+    assert served.url.startswith("http://127.0.0.1:") and served.url.endswith("/v1")
+    result = run_smoke_test(served.url, served.api_key, served.served_model_name, max_tokens=16)
+    assert result.answer.strip() and result.streamed_answer.strip()
+    assert result.completion_tokens and 0 < result.completion_tokens <= 16
+    assert result.stream_completion_tokens and result.stream_completion_tokens > 0
+    entry = Registry(registry_url).get_deployment("tiny-docker")
+    assert entry is not None and entry.status == "running" and entry.target == "docker"
+    assert entry.details["container_id"] == served.container_id
+    assert served.api_key not in json.dumps(entry.model_dump(mode="json"))
+
+
+def test_container_settings(served: Any, client: DockerClient, tiny_model_dir: Path) -> None:
+    container = client.containers.get(served.container_id)
+    attrs = container.attrs
+    assert container.name == "tuneship-tiny-docker"
+    assert container.labels[LABEL_RUN] == "tiny-docker"
+    assert container.labels[LABEL_MODEL] == "acme/tiny"
+    host = attrs["HostConfig"]
+    assert host["Init"] is True
+    assert host["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
+    model_mount = next(m for m in attrs["Mounts"] if m["Destination"] == MODEL_MOUNT)
+    assert model_mount["Source"] == str(tiny_model_dir.resolve()) and model_mount["RW"] is False
+    assert all(m["RW"] is False for m in attrs["Mounts"])
+    command = attrs["Config"]["Cmd"]
+    assert command[command.index("--model") + 1] == MODEL_MOUNT
+    assert command[command.index("--max-model-len") + 1] == "512"
+    env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+    assert env["VLLM_API_KEY"] == served.api_key and env["HF_HUB_OFFLINE"] == "1"
+    assert "HF_TOKEN" not in env
+    assert served.api_key not in " ".join(command)
+    assert attrs["Config"]["Healthcheck"]["StartPeriod"] == 300 * 1_000_000_000
+    assert attrs["State"]["Health"]["Status"] == "healthy"
+
+
+def test_cli_lists_and_stops_container(
+    served: Any, client: DockerClient, registry_url: str
+) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(deployments_app, ["list", "--json", "--registry", registry_url])
+    assert listed.exit_code == 0, listed.output
+    rows = {r["name"]: r for r in json.loads(listed.output)}
+    assert rows["tiny-docker"]["alive"] is True
+
+    stopped = runner.invoke(deployments_app, ["stop", "tiny-docker", "--registry", registry_url])
+    assert stopped.exit_code == 0, stopped.output
+    assert [c.name for c in tuneship_containers(client)] == []
+    assert Registry(registry_url).get_deployment("tiny-docker").status == "stopped"  # type: ignore[union-attr]
+    log_text = Path(served.log_path).read_text()
+    assert "Application startup complete" in log_text  # vLLM's log kept in the run folder
+
+
+def _sleeper(client: DockerClient, image: str, run: str) -> Any:
+    """A cheap container that carries a run's name and label (no vLLM inside)."""
+    return client.containers.run(
+        image,
+        ["sleep", "600"],
+        name=container_name(run),
+        labels={LABEL_RUN: run},
+        detach=True,
+        init=True,
+    )
+
+
+def test_container_removed_by_hand_shows_gone(
+    client: DockerClient, image: str, registry_url: str
+) -> None:
+    sleeper = _sleeper(client, image, "by-hand")
+    with Registry(registry_url) as registry:
+        registry.upsert_deployment(
+            DeploymentEntry(
+                name="by-hand",
+                model_name="acme/tiny",
+                model_version="1",
+                target="docker",
+                url="http://127.0.0.1:1/v1",
+                status="running",
+                details={"container_id": sleeper.id, "container_name": sleeper.name},
+            )
+        )
+    runner = CliRunner()
+    listed = runner.invoke(deployments_app, ["list", "--json", "--registry", registry_url])
+    assert {r["name"]: r["alive"] for r in json.loads(listed.output)}["by-hand"] is True
+    sleeper.remove(force=True)
+    text = runner.invoke(deployments_app, ["list", "--registry", registry_url]).output
+    assert "by-hand  running (container gone)  docker" in text
+    stopped = runner.invoke(deployments_app, ["stop", "by-hand", "--registry", registry_url])
+    assert stopped.exit_code == 0, stopped.output
+    assert Registry(registry_url).get_deployment("by-hand").status == "stopped"  # type: ignore[union-attr]
+
+
+def test_redeploy_replaces_container_and_exception_removes_it(
+    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path, registry_url: str
+) -> None:
+    previous = _sleeper(client, image, "tiny-again")
+    options = docker_serve_options(engine, image, keep_serving=True)
+    seen: list[str] = []
+    with (
+        pytest.raises(RuntimeError, match="flow failed"),
+        managed_deployment(
+            tiny_model_dir, options, name="tiny-again", registry_url=registry_url
+        ) as info,
+    ):
+        seen.append(info.container_id)
+        assert info.container_id != previous.id
+        assert [c.id for c in tuneship_containers(client)] == [info.container_id]
+        raise RuntimeError("flow failed after the container started")
+    assert tuneship_containers(client) == []  # keep_serving applies only to success
+    assert Registry(registry_url).get_deployment("tiny-again").status == "failed"  # type: ignore[union-attr]
+    replaced = list(Path(info.log_path).parent.glob("replaced-*.log"))
+    assert replaced, "the replaced container's log is kept"
+
+
+def test_foreign_container_with_the_name_is_not_replaced(
+    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path
+) -> None:
+    foreign = client.containers.run(
+        image, ["sleep", "600"], name=container_name("not-ours"), detach=True, init=True
+    )
+    try:
+        with pytest.raises(DockerEngineError, match="tuneship did not start"):
+            DockerTarget().deploy(
+                tiny_model_dir, docker_serve_options(engine, image), name="not-ours"
+            )
+        assert client.containers.get(foreign.id).status == "running"
+    finally:
+        foreign.remove(force=True)
+
+
+def test_startup_crash_quotes_vllm_and_keeps_log(
+    client: DockerClient, image: str, engine: Path, tiny_model_copy: Path
+) -> None:
+    (tiny_model_copy / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
+    with pytest.raises(ServerStartError) as caught:
+        DockerTarget().deploy(tiny_model_copy, docker_serve_options(engine, image), name="bad")
+    err = caught.value
+    assert "container exited with code" in str(err) and "was removed" in str(err)
+    assert err.engine_lines and any(line in str(err) for line in err.engine_lines)
+    assert err.log_path is not None and err.log_path.is_file()
+    log_text = err.log_path.read_text()
+    assert all(line.split(": ", 1)[-1][:40] in log_text for line in err.engine_lines)
+
+
+def test_readiness_timeout_removes_container(
+    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path
+) -> None:
+    started: list[str] = []
+    target = DockerTarget(on_start=lambda c: started.append(c.id))
+    options = docker_serve_options(engine, image, startup_timeout_s=4)
+    with pytest.raises(ServerStartError, match=r"not ready after serve.startup_timeout_s=4 s"):
+        target.deploy(tiny_model_dir, options, name="slow")
+    assert started and all(c.id != started[0] for c in client.containers.list(all=True))
+
+
+def test_errors_before_anything_starts(
+    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path
+) -> None:
+    from tuneship.planning.inventory import LocalGpu
+
+    def deploy(**changes: Any) -> None:
+        DockerTarget(gpus=changes.pop("gpus", None)).deploy(
+            tiny_model_dir, docker_serve_options(engine, image, **changes), name="early"
+        )
+
+    with pytest.raises(DockerEngineError, match="no Docker engine answers at unix:///nowhere"):
+        deploy(docker={"host": "unix:///nowhere/docker.sock"})
+    with pytest.raises(DockerEngineError, match="not on the Docker engine and could not be"):
+        deploy(docker={"image": "localhost:1/tuneship/absent:v0"})
+    gib = 1024**3
+    gpu = LocalGpu(0, "Test GPU", "GPU-0", 80 * gib, 79 * gib, None)
+    with pytest.raises(DockerEngineError, match="no NVIDIA runtime"):
+        deploy(gpus=[gpu], dtype="bfloat16")
+
+
+DRIVER = r"""
+import json, sys, time
+from tuneship.config import ServeConfig
+from tuneship.serving import DockerTarget, managed_deployment
+
+options = ServeConfig.model_validate_json(sys.argv[1])
+model, name, registry_url = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def on_start(container):
+    print(json.dumps({"event": "started", "id": container.id}), flush=True)
+
+with managed_deployment(
+    model, options, name=name, registry_url=registry_url, target=DockerTarget(on_start=on_start)
+):
+    print(json.dumps({"event": "ready"}), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sig", "raised"),
+    [(signal.SIGTERM, "TerminationRequested"), (signal.SIGINT, "KeyboardInterrupt")],
+)
+def test_signal_while_starting_removes_container(
+    client: DockerClient,
+    image: str,
+    engine: Path,
+    tiny_model_dir: Path,
+    registry_url: str,
+    tmp_path: Path,
+    sig: signal.Signals,
+    raised: str,
+) -> None:
+    """SIGTERM (Prefect's cancellation) and Ctrl-C while vLLM loads leave no container."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER, encoding="utf-8")
+    options = docker_serve_options(engine, image)
+    name = f"sig-{sig.name.lower()}"
+    args = [str(script), options.model_dump_json(), str(tiny_model_dir), name, registry_url]
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read() if proc.stderr else ""
+    container_id = json.loads(line)["id"]
+    deadline = time.monotonic() + 60
+    while client.containers.get(container_id).status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(3)  # vLLM is importing inside
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and raised in err
+    assert all(c.id != container_id for c in client.containers.list(all=True))
