@@ -1,10 +1,11 @@
 """The ``docker`` target against a real Docker engine (``scripts/test-dockerd.sh``).
 
 vLLM's CPU build serves the tiny model in a container from the project's engine venv,
-mounted read-only (``_docker_helpers``). vLLM starts twice (~1 min each on 2 cores): one
-container is shared by the serving tests, and one proves that re-deploying replaces a
-run's container. The failure, timeout, SIGTERM and Ctrl-C tests stop vLLM while it starts,
-and every test checks that no container is left behind.
+mounted read-only (``_docker_helpers``). vLLM starts up fully once (~1 min on 2 cores): that
+container, deployed over an earlier one of the same run, is shared by the serving and stop
+tests; the CLI is also tried on cheap ``sleep`` containers. The failure, timeout, SIGTERM
+and Ctrl-C tests stop vLLM while it starts, and every test checks that no container is
+left behind.
 """
 
 from __future__ import annotations
@@ -88,11 +89,42 @@ def registry_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('docker-registry') / 'registry.db'}"
 
 
+def _sleeper(client: DockerClient, image: str, run: str) -> Any:
+    """A cheap container that carries a run's name and label (no vLLM inside)."""
+    return client.containers.run(
+        image,
+        ["sleep", "600"],
+        name=container_name(run),
+        labels={LABEL_RUN: run},
+        detach=True,
+        init=True,
+    )
+
+
+def _record(registry_url: str, name: str, container: Any) -> None:
+    with Registry(registry_url) as registry:
+        registry.upsert_deployment(
+            DeploymentEntry(
+                name=name,
+                model_name="acme/tiny",
+                model_version="1",
+                target="docker",
+                url="http://127.0.0.1:1/v1",
+                status="running",
+                details={"container_id": container.id, "container_name": container.name},
+            )
+        )
+
+
 @pytest.fixture(scope="module")
 def served(
     client: DockerClient, image: str, engine: Path, tiny_model_dir: Path, registry_url: str
-) -> Iterator[Any]:
-    """One container serving the tiny model, recorded in the registry, for several tests."""
+) -> Iterator[tuple[Any, str]]:
+    """One container serving the tiny model, recorded in the registry, for several tests.
+
+    It is deployed over an earlier container of the same run, which it must replace.
+    """
+    previous = _sleeper(client, image, "tiny-docker")
     options = docker_serve_options(engine, image, keep_serving=True)
     with managed_deployment(
         tiny_model_dir,
@@ -102,25 +134,38 @@ def served(
         model_version="1",
         registry_url=registry_url,
     ) as info:
-        yield info
-    # Normally test_cli_lists_and_stops_container has stopped it already.
+        yield info, str(previous.id)
+    # Normally test_target_stop_then_list_and_cli has removed it already.
     remove_container(client, info.container_id, None, timeout_s=5)
 
 
-def test_serves_chat_and_stream(served: Any, registry_url: str) -> None:
-    assert served.url.startswith("http://127.0.0.1:") and served.url.endswith("/v1")
-    result = run_smoke_test(served.url, served.api_key, served.served_model_name, max_tokens=16)
+def test_redeploy_replaced_the_runs_container(
+    served: tuple[Any, str], client: DockerClient
+) -> None:
+    info, previous_id = served
+    assert [c.id for c in tuneship_containers(client)] == [info.container_id]
+    assert info.container_id != previous_id
+    assert list(Path(info.log_path).parent.glob("replaced-*.log")), "its log is kept"
+
+
+def test_serves_chat_and_stream(served: tuple[Any, str], registry_url: str) -> None:
+    info, _ = served
+    assert info.url.startswith("http://127.0.0.1:") and info.url.endswith("/v1")
+    result = run_smoke_test(info.url, info.api_key, info.served_model_name, max_tokens=16)
     assert result.answer.strip() and result.streamed_answer.strip()
     assert result.completion_tokens and 0 < result.completion_tokens <= 16
     assert result.stream_completion_tokens and result.stream_completion_tokens > 0
     entry = Registry(registry_url).get_deployment("tiny-docker")
     assert entry is not None and entry.status == "running" and entry.target == "docker"
-    assert entry.details["container_id"] == served.container_id
-    assert served.api_key not in json.dumps(entry.model_dump(mode="json"))
+    assert entry.details["container_id"] == info.container_id
+    assert info.api_key not in json.dumps(entry.model_dump(mode="json"))
 
 
-def test_container_settings(served: Any, client: DockerClient, tiny_model_dir: Path) -> None:
-    container = client.containers.get(served.container_id)
+def test_container_settings(
+    served: tuple[Any, str], client: DockerClient, tiny_model_dir: Path
+) -> None:
+    info, _ = served
+    container = client.containers.get(info.container_id)
     attrs = container.attrs
     assert container.name == "tuneship-tiny-docker"
     assert container.labels[LABEL_RUN] == "tiny-docker"
@@ -135,62 +180,51 @@ def test_container_settings(served: Any, client: DockerClient, tiny_model_dir: P
     assert command[command.index("--model") + 1] == MODEL_MOUNT
     assert command[command.index("--max-model-len") + 1] == "512"
     env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
-    assert env["VLLM_API_KEY"] == served.api_key and env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_API_KEY"] == info.api_key and env["HF_HUB_OFFLINE"] == "1"
     assert "HF_TOKEN" not in env
-    assert served.api_key not in " ".join(command)
+    assert info.api_key not in " ".join(command)
     assert attrs["Config"]["Healthcheck"]["StartPeriod"] == 300 * 1_000_000_000
     assert attrs["State"]["Health"]["Status"] == "healthy"
 
 
-def test_cli_lists_and_stops_container(
-    served: Any, client: DockerClient, registry_url: str
+def test_target_stop_then_list_and_cli(
+    served: tuple[Any, str], client: DockerClient, registry_url: str
 ) -> None:
+    info, _ = served
     runner = CliRunner()
     listed = runner.invoke(deployments_app, ["list", "--json", "--registry", registry_url])
     assert listed.exit_code == 0, listed.output
-    rows = {r["name"]: r for r in json.loads(listed.output)}
-    assert rows["tiny-docker"]["alive"] is True
+    assert {r["name"]: r["alive"] for r in json.loads(listed.output)}["tiny-docker"] is True
 
+    DockerTarget().stop(info)  # what managed_deployment calls on failure, cancel, Ctrl-C
+    assert tuneship_containers(client) == []
+    assert "Application startup complete" in Path(info.log_path).read_text()  # log kept
+    DockerTarget().stop(info)  # idempotent
+
+    text = runner.invoke(deployments_app, ["list", "--registry", registry_url]).output
+    assert "tiny-docker  running (container gone)  docker" in text
     stopped = runner.invoke(deployments_app, ["stop", "tiny-docker", "--registry", registry_url])
     assert stopped.exit_code == 0, stopped.output
-    assert [c.name for c in tuneship_containers(client)] == []
     assert Registry(registry_url).get_deployment("tiny-docker").status == "stopped"  # type: ignore[union-attr]
-    log_text = Path(served.log_path).read_text()
-    assert "Application startup complete" in log_text  # vLLM's log kept in the run folder
 
 
-def _sleeper(client: DockerClient, image: str, run: str) -> Any:
-    """A cheap container that carries a run's name and label (no vLLM inside)."""
-    return client.containers.run(
-        image,
-        ["sleep", "600"],
-        name=container_name(run),
-        labels={LABEL_RUN: run},
-        detach=True,
-        init=True,
-    )
-
-
-def test_container_removed_by_hand_shows_gone(
+def test_cli_stops_a_live_container_and_sees_one_removed_by_hand(
     client: DockerClient, image: str, registry_url: str
 ) -> None:
-    sleeper = _sleeper(client, image, "by-hand")
-    with Registry(registry_url) as registry:
-        registry.upsert_deployment(
-            DeploymentEntry(
-                name="by-hand",
-                model_name="acme/tiny",
-                model_version="1",
-                target="docker",
-                url="http://127.0.0.1:1/v1",
-                status="running",
-                details={"container_id": sleeper.id, "container_name": sleeper.name},
-            )
-        )
+    live, by_hand = _sleeper(client, image, "live"), _sleeper(client, image, "by-hand")
+    _record(registry_url, "live", live)
+    _record(registry_url, "by-hand", by_hand)
     runner = CliRunner()
     listed = runner.invoke(deployments_app, ["list", "--json", "--registry", registry_url])
-    assert {r["name"]: r["alive"] for r in json.loads(listed.output)}["by-hand"] is True
-    sleeper.remove(force=True)
+    alive = {r["name"]: r["alive"] for r in json.loads(listed.output)}
+    assert alive["live"] is True and alive["by-hand"] is True
+
+    stopped = runner.invoke(deployments_app, ["stop", "live", "--registry", registry_url])
+    assert stopped.exit_code == 0, stopped.output
+    assert all(c.id != live.id for c in client.containers.list(all=True))
+    assert Registry(registry_url).get_deployment("live").status == "stopped"  # type: ignore[union-attr]
+
+    by_hand.remove(force=True)
     text = runner.invoke(deployments_app, ["list", "--registry", registry_url]).output
     assert "by-hand  running (container gone)  docker" in text
     stopped = runner.invoke(deployments_app, ["stop", "by-hand", "--registry", registry_url])
@@ -198,26 +232,16 @@ def test_container_removed_by_hand_shows_gone(
     assert Registry(registry_url).get_deployment("by-hand").status == "stopped"  # type: ignore[union-attr]
 
 
-def test_redeploy_replaces_container_and_exception_removes_it(
-    client: DockerClient, image: str, engine: Path, tiny_model_dir: Path, registry_url: str
-) -> None:
-    previous = _sleeper(client, image, "tiny-again")
-    options = docker_serve_options(engine, image, keep_serving=True)
-    seen: list[str] = []
-    with (
-        pytest.raises(RuntimeError, match="flow failed"),
-        managed_deployment(
-            tiny_model_dir, options, name="tiny-again", registry_url=registry_url
-        ) as info,
-    ):
-        seen.append(info.container_id)
-        assert info.container_id != previous.id
-        assert [c.id for c in tuneship_containers(client)] == [info.container_id]
-        raise RuntimeError("flow failed after the container started")
-    assert tuneship_containers(client) == []  # keep_serving applies only to success
-    assert Registry(registry_url).get_deployment("tiny-again").status == "failed"  # type: ignore[union-attr]
-    replaced = list(Path(info.log_path).parent.glob("replaced-*.log"))
-    assert replaced, "the replaced container's log is kept"
+def test_crash_hook_removes_the_runs_container(client: DockerClient, image: str) -> None:
+    """The flow's on_crashed hook finds the container by the run's name and label."""
+    from tuneship.config import DockerServeConfig
+    from tuneship.serving.docker import remove_run_containers
+
+    sleeper = _sleeper(client, image, "crashed")
+    options = DockerServeConfig(host=os.environ.get("DOCKER_HOST"))
+    assert remove_run_containers(options, "crashed") is True
+    assert all(c.id != sleeper.id for c in client.containers.list(all=True))
+    assert remove_run_containers(options, "crashed") is False
 
 
 def test_foreign_container_with_the_name_is_not_replaced(
@@ -275,6 +299,13 @@ def test_errors_before_anything_starts(
         deploy(docker={"host": "unix:///nowhere/docker.sock"})
     with pytest.raises(DockerEngineError, match="not on the Docker engine and could not be"):
         deploy(docker={"image": "localhost:1/tuneship/absent:v0"})
+    # The run's pre-flight check finds the same before training.
+    from tuneship.serving.docker import check_docker_serving
+
+    absent = docker_serve_options(engine, "localhost:1/tuneship/absent:v0")
+    with pytest.raises(DockerEngineError, match="could not be pulled"):
+        check_docker_serving(absent)
+    assert "(present)" in check_docker_serving(docker_serve_options(engine, image))
     gib = 1024**3
     gpu = LocalGpu(0, "Test GPU", "GPU-0", 80 * gib, 79 * gib, None)
     with pytest.raises(DockerEngineError, match="no NVIDIA runtime"):

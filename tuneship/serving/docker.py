@@ -135,6 +135,42 @@ def docker_client(host: str | None) -> DockerClient:
     return client
 
 
+def _unpullable(image: str, exc: Exception) -> DockerEngineError:
+    return DockerEngineError(
+        f"image {image!r} is not on the Docker engine and could not be pulled: "
+        f"{getattr(exc, 'explanation', None) or exc}. Pull or load it there "
+        f"(`docker pull {image}`), or set serve.docker.image to an image the engine has"
+    )
+
+
+def check_docker_serving(options: ServeConfig) -> str:
+    """Check before a run starts that the engine answers and has (or can pull) the image.
+
+    Nothing is pulled: a missing image is looked up in its registry only.
+
+    Returns:
+        What was found, for the pre-flight report.
+
+    Raises:
+        DockerEngineError: No engine, or the image is absent and not in its registry.
+    """
+    from docker.errors import DockerException, ImageNotFound
+
+    host = engine_url(options.docker)
+    image = options.docker.image
+    with contextlib.closing(docker_client(host)) as client:
+        try:
+            client.images.get(image)
+            found = "present"
+        except ImageNotFound:
+            try:
+                client.images.get_registry_data(image)
+            except DockerException as exc:
+                raise _unpullable(image, exc) from None
+            found = "will be pulled"
+    return f"Docker engine {host or 'default'}, image {image} ({found})"
+
+
 def ensure_image(client: DockerClient, image: str) -> None:
     """Make sure the engine has ``image``, pulling it when absent.
 
@@ -155,11 +191,7 @@ def ensure_image(client: DockerClient, image: str) -> None:
     try:
         client.images.pull(repo, tag=tag)
     except DockerException as exc:
-        raise DockerEngineError(
-            f"image {image!r} is not on the Docker engine and could not be pulled: "
-            f"{getattr(exc, 'explanation', None) or exc}. Pull or load it there "
-            f"(`docker pull {image}`), or set serve.docker.image to an image the engine has"
-        ) from None
+        raise _unpullable(image, exc) from None
 
 
 def check_gpu_runtime(client: DockerClient) -> None:
