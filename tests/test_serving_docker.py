@@ -312,6 +312,39 @@ def test_errors_before_anything_starts(
         deploy(gpus=[gpu], dtype="bfloat16")
 
 
+def test_gpu_plan_becomes_command_and_environment() -> None:
+    """Pure rendering: a TP-2 GPU plan, a Hub model with a token, a remote engine."""
+    from tuneship.config import ServeConfig
+    from tuneship.serving.docker import container_command, container_environment, endpoint_host
+    from tuneship.serving.gpu_select import ServingPlan
+
+    plan = ServingPlan(
+        backend="cuda",
+        gpu_indices=[2, 3],
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.85,
+        max_model_len=8192,
+    )
+    options = ServeConfig(
+        target="docker", tensor_parallel_size=2, extra_options={"max_num_seqs": 8}
+    )
+    command = container_command("acme/model", options, plan, served_model_name="run")
+    flags = dict(zip(command[::2], command[1::2], strict=True))
+    assert flags["--model"] == "acme/model" and flags["--host"] == "0.0.0.0"
+    assert flags["--port"] == "8000" and flags["--tensor-parallel-size"] == "2"
+    assert flags["--gpu-memory-utilization"] == "0.85" and flags["--max-model-len"] == "8192"
+    assert flags["--max-num-seqs"] == "8"
+    env = container_environment(
+        plan, options, model_is_local=False, api_key="k", hf_token="hf_secret"
+    )
+    assert env["HF_TOKEN"] == "hf_secret" and "hf_secret" not in command
+    assert "CUDA_VISIBLE_DEVICES" not in env  # the runtime renumbers the chosen GPUs
+    assert "HF_TOKEN" not in container_environment(plan, options, model_is_local=True, api_key="k")
+    assert endpoint_host("ssh://me@gpu-box", "0.0.0.0") == "gpu-box"
+    assert endpoint_host("ssh://me@gpu-box", "127.0.0.1") == "127.0.0.1"
+    assert endpoint_host(None, "0.0.0.0") == "127.0.0.1"
+
+
 DRIVER = r"""
 import json, sys, time
 from tuneship.config import ServeConfig

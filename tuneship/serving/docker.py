@@ -566,8 +566,13 @@ class DockerTarget:
         base = info.url.removesuffix("/v1")
         deadline = time.monotonic() + options.startup_timeout_s
         pause = 0.5
+        from docker.errors import DockerException
+
         while True:
-            container.reload()
+            try:
+                container.reload()
+            except DockerException as exc:  # removed by hand, or the engine went away
+                self._fail(client, info, options, plan, f"Docker lost the container ({exc})")
             state = container.attrs.get("State") or {}
             if state.get("Status") in ("exited", "dead"):
                 self._fail(
