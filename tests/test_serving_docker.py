@@ -315,7 +315,12 @@ def test_errors_before_anything_starts(
 def test_gpu_plan_becomes_command_and_environment() -> None:
     """Pure rendering: a TP-2 GPU plan, a Hub model with a token, a remote engine."""
     from tuneship.config import ServeConfig
-    from tuneship.serving.docker import container_command, container_environment, endpoint_host
+    from tuneship.serving.docker import (
+        container_command,
+        container_environment,
+        endpoint_host,
+        host_options,
+    )
     from tuneship.serving.gpu_select import ServingPlan
 
     plan = ServingPlan(
@@ -340,6 +345,11 @@ def test_gpu_plan_becomes_command_and_environment() -> None:
     assert env["HF_TOKEN"] == "hf_secret" and "hf_secret" not in command
     assert "CUDA_VISIBLE_DEVICES" not in env  # the runtime renumbers the chosen GPUs
     assert "HF_TOKEN" not in container_environment(plan, options, model_is_local=True, api_key="k")
+    gpus = host_options(plan, options.docker)["device_requests"][0]
+    assert gpus["DeviceIDs"] == ["2", "3"] and gpus["Capabilities"] == [["gpu"]]
+    assert host_options(plan, options.docker)["shm_size"] == "8g"
+    ipc = options.docker.model_copy(update={"ipc_host": True})
+    assert host_options(plan, ipc)["ipc_mode"] == "host"
     assert endpoint_host("ssh://me@gpu-box", "0.0.0.0") == "gpu-box"
     assert endpoint_host("ssh://me@gpu-box", "127.0.0.1") == "127.0.0.1"
     assert endpoint_host(None, "0.0.0.0") == "127.0.0.1"

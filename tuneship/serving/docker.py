@@ -251,6 +251,53 @@ def container_environment(
     return env
 
 
+def container_mounts(
+    model: str | Path, options: DockerServeConfig
+) -> tuple[str, dict[str, dict[str, str]]]:
+    """The model argument inside the container and the bind mounts that provide it.
+
+    A model folder is mounted read-only at ``/model``; for a Hub repo the host's Hugging
+    Face cache is mounted (read-write: vLLM downloads into it). ``serve.docker.mounts``
+    are added read-only.
+    """
+    local = Path(model).expanduser()
+    volumes: dict[str, dict[str, str]] = {}
+    if local.is_dir():
+        volumes[str(local.resolve())] = {"bind": MODEL_MOUNT, "mode": "ro"}
+        model_arg = MODEL_MOUNT
+    else:
+        cache = options.hf_cache or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        cache_dir = Path(cache).expanduser()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        volumes[str(cache_dir.resolve())] = {"bind": HF_CACHE_MOUNT, "mode": "rw"}
+        model_arg = str(model)
+    for source, target in options.mounts.items():
+        volumes[str(Path(source).expanduser())] = {"bind": target, "mode": "ro"}
+    return model_arg, volumes
+
+
+def host_options(plan: ServingPlan, options: DockerServeConfig) -> dict[str, Any]:
+    """The container's GPUs, shared memory and entrypoint, as Docker SDK arguments.
+
+    GPUs are requested by NVML index; the NVIDIA runtime exposes only those, numbered
+    from 0, so nothing else needs to name them.
+    """
+    from docker.types import DeviceRequest
+
+    kwargs: dict[str, Any] = {}
+    if plan.backend == "cuda":
+        kwargs["device_requests"] = [
+            DeviceRequest(device_ids=[str(i) for i in plan.gpu_indices], capabilities=[["gpu"]])
+        ]
+    if options.ipc_host:
+        kwargs["ipc_mode"] = "host"
+    else:
+        kwargs["shm_size"] = options.shm_size  # NCCL's buffers at TP > 1; Docker gives 64 MB
+    if options.entrypoint:
+        kwargs["entrypoint"] = list(options.entrypoint)
+    return kwargs
+
+
 def endpoint_host(docker_host: str | None, bind: str) -> str:
     """The host clients use: the engine's machine for a remote engine, else ``bind``'s."""
     parts = urlsplit(docker_host or "")
@@ -391,7 +438,7 @@ class DockerTarget:
                 log kept.
         """
         from docker.errors import DockerException
-        from docker.types import DeviceRequest, Healthcheck
+        from docker.types import Healthcheck
 
         dopts = options.docker
         local = Path(model).expanduser()
@@ -408,23 +455,12 @@ class DockerTarget:
         if plan.backend == "cuda":
             check_gpu_runtime(client)
         hf_token = None
-        volumes: dict[str, dict[str, str]] = {}
-        if model_is_local:
-            volumes[str(local.resolve())] = {"bind": MODEL_MOUNT, "mode": "ro"}
-            model_arg = MODEL_MOUNT
-        else:
+        if not model_is_local:
             from tuneship.runpod.deployment import hf_token_if_needed
 
             # HF_TOKEN, only for a private or gated repo.
             hf_token = hf_token_if_needed(str(model), None, None)
-            cache = dopts.hf_cache or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-            cache_dir = Path(cache).expanduser()
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            volumes[str(cache_dir.resolve())] = {"bind": HF_CACHE_MOUNT, "mode": "rw"}
-            model_arg = str(model)
-        for source, target in dopts.mounts.items():
-            volumes[str(Path(source).expanduser())] = {"bind": target, "mode": "ro"}
-
+        model_arg, volumes = container_mounts(model, dopts)
         served = options.served_model_name or name
         api_key = (
             (options.api_key.get_secret_value() if options.api_key else None)
@@ -448,17 +484,6 @@ class DockerTarget:
         )
         self._replace_previous(client, cname, name, folder)
 
-        run_kwargs: dict[str, Any] = {}
-        if plan.backend == "cuda":
-            run_kwargs["device_requests"] = [
-                DeviceRequest(device_ids=[str(i) for i in plan.gpu_indices], capabilities=[["gpu"]])
-            ]
-        if dopts.ipc_host:
-            run_kwargs["ipc_mode"] = "host"
-        else:
-            run_kwargs["shm_size"] = dopts.shm_size
-        if dopts.entrypoint:
-            run_kwargs["entrypoint"] = list(dopts.entrypoint)
         labels = {LABEL_RUN: name, LABEL_MODEL: model_name or str(model)}
         if model_version:
             labels[LABEL_MODEL_VERSION] = model_version
@@ -482,7 +507,7 @@ class DockerTarget:
                     retries=3,
                     start_period=int(options.startup_timeout_s * _NS),
                 ),
-                **run_kwargs,
+                **host_options(plan, dopts),
             )
         except DockerException as exc:
             raise ServingError(f"Docker could not create container {cname}: {exc}") from None
@@ -520,7 +545,7 @@ class DockerTarget:
         except BaseException:
             # Any failure or interruption while starting (SIGTERM, Ctrl-C) removes it.
             with contextlib.suppress(ServingError):
-                remove_container(client, str(container.id), None, timeout_s=10.0)
+                remove_container(client, str(container.id), log_path, timeout_s=10.0)
             raise
         info.ready_after_s = round(time.monotonic() - started, 2)
         return info
