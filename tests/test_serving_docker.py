@@ -321,9 +321,9 @@ def test_gpu_plan_becomes_command_and_environment() -> None:
         endpoint_host,
         host_options,
     )
-    from tuneship.serving.gpu_select import ServingPlan
+    from tuneship.serving.placement import LocalPlan
 
-    plan = ServingPlan(
+    plan = LocalPlan(
         backend="cuda",
         gpu_indices=[2, 3],
         tensor_parallel_size=2,

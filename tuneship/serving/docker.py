@@ -34,25 +34,26 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tuneship.config import VLLM_OPENAI_IMAGE, DockerServeConfig, ServeConfig, default_home
 from tuneship.errors import ServingError
-from tuneship.serving.base import DeploymentInfo
-from tuneship.serving.gpu_select import ServingPlan, plan_serving
+from tuneship.serving.base import Backend, DeploymentInfo
+from tuneship.serving.http import http_get
 from tuneship.serving.local_vllm import (
     API_KEY_ENV,
     ServerStartError,
-    _http_get,
-    build_server_args,
     extract_engine_errors,
     is_memory_error,
     memory_suggestion,
     url_host,
 )
+from tuneship.serving.placement import LocalPlan, plan_local_server
+from tuneship.serving.runpod_base import hf_token_if_needed
+from tuneship.serving.vllm_options import EngineLimits, build_vllm_options
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -83,23 +84,30 @@ class DockerEngineError(ServingError):
 
 
 class DockerDeploymentInfo(DeploymentInfo):
-    """A deployment in a container: which engine runs it and which container it is."""
+    """A deployment in a container: which engine runs it, which container, which GPUs."""
 
     container_id: str = Field(description="Docker container id.")
     container_name: str = Field(description="Container name, tuneship-<run>.")
     docker_host: str | None = Field(default=None, description="Engine URL; None: the default.")
     image: str = Field(description="Image the container runs.")
+    host: str | None = Field(default=None, description="Address the port is published on.")
+    port: int | None = Field(default=None, description="Published host port.")
+    log_path: str | None = Field(default=None, description="The container's saved log.")
+    backend: Backend = "cpu"
+    gpu_indices: list[int] = Field(default_factory=list, description="NVML indices on the host.")
 
-    def registry_details(self) -> dict[str, Any]:
-        """Return the JSON-safe details the registry stores (no secret)."""
-        details = super().registry_details()
-        details.update(
-            container_id=self.container_id,
-            container_name=self.container_name,
-            docker_host=self.docker_host,
-            image=self.image,
-        )
-        return details
+    _details: ClassVar[tuple[str, ...]] = (
+        *DeploymentInfo._details,
+        "container_id",
+        "container_name",
+        "docker_host",
+        "image",
+        "host",
+        "port",
+        "log_path",
+        "backend",
+        "gpu_indices",
+    )
 
 
 def container_name(run: str) -> str:
@@ -212,22 +220,19 @@ def check_gpu_runtime(client: DockerClient) -> None:
 
 
 def container_command(
-    model_arg: str, options: ServeConfig, plan: ServingPlan, *, served_model_name: str
+    model_arg: str, options: ServeConfig, plan: EngineLimits, *, served_model_name: str
 ) -> list[str]:
     """The vLLM arguments the container starts with (after the image's entrypoint).
 
-    The one place the plan and options become the container's command, so another
-    options builder can take its place. No secret is in it: the key is an environment
-    variable.
+    The flag set every target shares (:func:`build_vllm_options`), rendered for a
+    container. No secret is in it: the key is an environment variable.
     """
-    inside = options.model_copy(update={"host": "0.0.0.0"})  # reached through the port map
-    return build_server_args(
-        [], model_arg, inside, plan, served_model_name=served_model_name, port=CONTAINER_PORT
-    )
+    options_ = build_vllm_options(model_arg, served_model_name, plan, options)
+    return options_.as_container_args(CONTAINER_PORT)
 
 
 def container_environment(
-    plan: ServingPlan,
+    plan: LocalPlan,
     options: ServeConfig,
     *,
     model_is_local: bool,
@@ -276,7 +281,7 @@ def container_mounts(
     return model_arg, volumes
 
 
-def host_options(plan: ServingPlan, options: DockerServeConfig) -> dict[str, Any]:
+def host_options(plan: LocalPlan, options: DockerServeConfig) -> dict[str, Any]:
     """The container's GPUs, shared memory and entrypoint, as Docker SDK arguments.
 
     GPUs are requested by NVML index; the NVIDIA runtime exposes only those, numbered
@@ -384,9 +389,13 @@ class DockerTarget:
         poll_interval_s: Longest pause between readiness probes.
         on_start: Called with the container right after it starts (for callers that
             must see it before ``deploy`` returns).
+        hub_token: Token for a private or gated Hub repo, loaded by the Prefect layer
+            (``tuneship.tasks.credentials.load_target``); it reaches the container's
+            environment only when the repo needs it.
     """
 
     name = TARGET_NAME
+    record_type: type[DeploymentInfo] = DockerDeploymentInfo
 
     def __init__(
         self,
@@ -394,20 +403,26 @@ class DockerTarget:
         gpus: list[LocalGpu] | None = None,
         poll_interval_s: float = 2.0,
         on_start: Callable[[Container], None] | None = None,
+        hub_token: SecretStr | None = None,
     ) -> None:
         self.deployments_dir = deployments_dir
         self.gpus = gpus
         self.poll_interval_s = poll_interval_s
         self.on_start = on_start
+        self.hub_token = hub_token
 
     def _deployment_dir(self, name: str) -> Path:
         folder = (self.deployments_dir or default_home() / "deployments") / name
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def plan(self, model: str | Path, options: ServeConfig) -> ServingPlan:
-        """Return the GPUs, TP and limits the container gets (nothing is started)."""
-        return plan_serving(model, options, gpus=self.gpus)
+    def plan(self, model: str | Path, options: ServeConfig, *, name: str = "") -> LocalPlan:
+        """Return the GPUs, TP and limits the container gets (nothing is started).
+
+        The engine runs on this machine's GPUs (a remote engine's GPUs are planned with
+        ``gpus=`` readings), so the local planner's adapter decides.
+        """
+        return plan_local_server(model, options, gpus=self.gpus)
 
     def deploy(
         self,
@@ -417,7 +432,7 @@ class DockerTarget:
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
-        plan: ServingPlan | None = None,
+        plan: LocalPlan | None = None,
     ) -> DockerDeploymentInfo:
         """Start the container on ``model`` and return once it serves.
 
@@ -454,12 +469,8 @@ class DockerTarget:
         ensure_image(client, dopts.image)
         if plan.backend == "cuda":
             check_gpu_runtime(client)
-        hf_token = None
-        if not model_is_local:
-            from tuneship.runpod.deployment import hf_token_if_needed
-
-            # HF_TOKEN, only for a private or gated repo.
-            hf_token = hf_token_if_needed(str(model), None, None)
+        # HF_TOKEN, only for a private or gated repo.
+        hf_token = None if model_is_local else hf_token_if_needed(str(model), None, self.hub_token)
         model_arg, volumes = container_mounts(model, dopts)
         served = options.served_model_name or name
         api_key = (
@@ -586,7 +597,7 @@ class DockerTarget:
         container: Container,
         info: DockerDeploymentInfo,
         options: ServeConfig,
-        plan: ServingPlan,
+        plan: LocalPlan,
     ) -> None:
         base = info.url.removesuffix("/v1")
         deadline = time.monotonic() + options.startup_timeout_s
@@ -612,7 +623,7 @@ class DockerTarget:
                 self._fail(client, info, options, plan, "Docker reports the container unhealthy")
             if health == "healthy":
                 try:
-                    status, body = _http_get(f"{base}/v1/models", info.api_key, 10.0)
+                    status, body = http_get(f"{base}/v1/models", info.api_key, 10.0)
                 except (OSError, ValueError):
                     status, body = 0, b""  # the port map is not forwarding yet
                 if status in (401, 403):
@@ -647,7 +658,7 @@ class DockerTarget:
         client: DockerClient,
         info: DockerDeploymentInfo,
         options: ServeConfig,
-        plan: ServingPlan,
+        plan: LocalPlan,
         reason: str,
     ) -> None:
         log_path = Path(info.log_path) if info.log_path else None
@@ -664,7 +675,7 @@ class DockerTarget:
             f"failed: {reason}; the container was removed.\n{quoted}"
         )
         if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(info.model, options, plan)}"
+            message += f"\nSuggestion: {memory_suggestion(plan)}"
         message += f"\nFull log: {log_path}"
         raise ServerStartError(message, log_path, lines)
 
@@ -675,40 +686,35 @@ class DockerTarget:
             DockerEngineError: The engine cannot be reached.
             ServingError: The engine refused to remove the container.
         """
-        details = deployment.registry_details()
-        ref = details.get("container_id") or details.get("container_name")
-        if not ref:
-            return
-        with contextlib.closing(docker_client(details.get("docker_host"))) as client:
+        assert isinstance(deployment, DockerDeploymentInfo)
+        ref = deployment.container_id or deployment.container_name
+        with contextlib.closing(docker_client(deployment.docker_host)) as client:
             log_path = Path(deployment.log_path) if deployment.log_path else None
-            remove_container(client, str(ref), log_path, timeout_s)
+            remove_container(client, ref, log_path, timeout_s)
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether the container runs and vLLM's ``/health`` answers 200."""
+        if container_alive(deployment.registry_details()) is False:
+            return False
+        try:
+            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
+        except OSError:
+            return False
+        return status == 200
 
-def stop_docker_deployment(
-    name: str, registry_url: str | None = None, timeout_s: float = 30.0
-) -> Any:
-    """Stop a recorded ``docker`` deployment from any process and mark it stopped.
-
-    Returns:
-        The updated :class:`~tuneship.registry.DeploymentEntry`, or None when the
-        deployment is not a container (or not recorded).
-
-    Raises:
-        ServingError: The engine cannot be reached or refused.
-    """
-    from tuneship.registry import Registry
-
-    with contextlib.closing(Registry(registry_url)) as registry:
-        entry = registry.get_deployment(name)
-        if entry is None or entry.target != TARGET_NAME:
-            return None
-        details = entry.details or {}
-        ref = details.get("container_id") or details.get("container_name")
-        if isinstance(ref, str):
-            with contextlib.closing(docker_client(details.get("docker_host"))) as client:
-                log_path = details.get("log_path")
-                remove_container(client, ref, Path(log_path) if log_path else None, timeout_s)
-        return registry.set_deployment_status(name, "stopped")
+    def describe(self, deployment: DeploymentInfo) -> str:
+        """``container tuneship-x (image) on GPUs 0,1, log /path`` (or ``on the CPU``)."""
+        assert isinstance(deployment, DockerDeploymentInfo)
+        where = (
+            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
+            if deployment.backend == "cuda"
+            else "the CPU"
+        )
+        engine = deployment.docker_host or "the default engine"
+        return (
+            f"container {deployment.container_name} ({deployment.image}) on {where} of "
+            f"{engine}, log {deployment.log_path}"
+        )
 
 
 def remove_run_containers(options: DockerServeConfig, run: str) -> bool:
