@@ -26,8 +26,9 @@ start() {
     }
     mkdir -p "$dir/data" "$dir/exec"
     if ! running; then
-        # A short exec root: containerd's socket paths must stay under 108 bytes.
-        exec_root="/tmp/tuneship-dockerd-$(id -u)"
+        # A short exec root: containerd's socket paths must stay under 108 bytes. Keyed by
+        # the state folder, so two engines with different folders never share one.
+        exec_root="/tmp/tuneship-dockerd-$(printf %s "$dir" | sha256sum | cut -c1-10)"
         mkdir -p "$exec_root"
         # --iptables: ports published on 127.0.0.1 still work through docker-proxy where
         # the kernel allows no iptables (nested containers); try with it first.

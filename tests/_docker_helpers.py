@@ -84,6 +84,7 @@ def base_image(client: DockerClient) -> str:
         if tool is None:
             pytest.fail("mmdebstrap is missing: apt-get install -y mmdebstrap")
         partial = tarball.with_suffix(".partial.tar")
+        partial.unlink(missing_ok=True)  # left by an interrupted run
         command = [tool, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE]
         command += [str(partial)]
         sources = _sources_file()

@@ -89,7 +89,7 @@ class DockerDeploymentInfo(DeploymentInfo):
     container_id: str = Field(description="Docker container id.")
     container_name: str = Field(description="Container name, tuneship-<run>.")
     docker_host: str | None = Field(default=None, description="Engine URL; None: the default.")
-    image: str = Field(description="Image the container runs.")
+    image: str | None = Field(default=None, description="Image the container runs.")
     host: str | None = Field(default=None, description="Address the port is published on.")
     port: int | None = Field(default=None, description="Published host port.")
     log_path: str | None = Field(default=None, description="The container's saved log.")
