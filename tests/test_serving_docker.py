@@ -233,13 +233,31 @@ def test_cli_stops_a_live_container_and_sees_one_removed_by_hand(
 
 
 def test_crash_hook_removes_the_runs_container(client: DockerClient, image: str) -> None:
-    """The flow's on_crashed hook finds the container by the run's name and label."""
+    """The flows' crash cleanup (shared with RunPod) finds the container by the run's name
+    and label."""
+    import logging
+
     from tuneship.config import DockerServeConfig
     from tuneship.serving.docker import remove_run_containers
+    from tuneship.tasks.deploy import delete_run_resources
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
 
     sleeper = _sleeper(client, image, "crashed")
     options = DockerServeConfig(host=os.environ.get("DOCKER_HOST"))
-    assert remove_run_containers(options, "crashed") is True
+    logger, lines = logging.getLogger("test-crash-hook"), Lines()
+    logger.addHandler(lines)
+    try:
+        delete_run_resources(logger, "docker", None, "crashed", "Crashed", options)
+    finally:
+        logger.removeHandler(lines)
+    assert lines.lines == ["run Crashed: container of crashed removed"]
     assert all(c.id != sleeper.id for c in client.containers.list(all=True))
     assert remove_run_containers(options, "crashed") is False
 
