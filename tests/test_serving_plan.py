@@ -449,8 +449,11 @@ def test_local_and_runpod_plans_agree(fixture: str, settings: dict[str, Any]) ->
 
 
 def test_vllm_option_renderings_agree(tiny_model_dir: Path) -> None:
-    """The argument list, the pod's arguments and the worker's variables carry one set."""
+    """The argument list, the pod's arguments, the container's command and the worker's
+    variables carry one set."""
     import shlex
+
+    from tuneship.serving.docker import CONTAINER_PORT, container_command
 
     options = ServeConfig(
         max_model_len=256,
@@ -460,6 +463,12 @@ def test_vllm_option_renderings_agree(tiny_model_dir: Path) -> None:
     engine = build_vllm_options("acme/tiny", "tiny", plan, options, revision="abc")
     args = engine.as_args("0.0.0.0", 8000)
     assert shlex.split(engine.as_pod_args(8000)) == args
+    assert engine.as_container_args(8000) == args
+    # The docker target's own rendering (a mounted folder or repo, no revision).
+    docker_args = container_command("acme/tiny", options, plan, served_model_name="tiny")
+    unpinned = build_vllm_options("acme/tiny", "tiny", plan, options)
+    assert docker_args == unpinned.as_args("0.0.0.0", CONTAINER_PORT)
+    assert docker_args[docker_args.index("--max-model-len") + 1] == "256"
     env = engine.as_worker_env()
     assert env["MODEL_NAME"] == "acme/tiny" and env["MODEL_REVISION"] == "abc"
     assert env["OPENAI_SERVED_MODEL_NAME_OVERRIDE"] == "tiny"

@@ -38,6 +38,8 @@ TrainingMethod = Literal["sft", "dpo", "orpo"]
 Strategy = Literal["no", "steps", "epoch"]
 
 DEMO_BASE_MODEL = "tuneship-demo://tiny-llama"
+VLLM_OPENAI_IMAGE = "vllm/vllm-openai:v0.27.1"
+"""vLLM's official server image at the pinned tag the RunPod pod and Docker targets run."""
 """Sentinel base model: the demo builds a tiny Llama model locally instead of downloading."""
 DEMO_PRETRAINED_BASE_MODEL = "tuneship-demo://tiny-llama-pretrained"
 """The tiny Llama pre-trained on the demo data's train split (built once, cached)."""
@@ -390,9 +392,7 @@ class RunPodServeConfig(_Section):
         "runpod/worker-v1-vllm:v2.25.2",
         description="Serverless worker image at a pinned release tag (vLLM 0.27.1).",
     )
-    pod_image: str = Field(
-        "vllm/vllm-openai:v0.27.1", description="Pod image at a pinned tag (same vLLM)."
-    )
+    pod_image: str = Field(VLLM_OPENAI_IMAGE, description="Pod image at a pinned tag (same vLLM).")
     gpu_pools: list[str] | None = Field(
         None,
         description=(
@@ -448,15 +448,62 @@ class RunPodServeConfig(_Section):
     )
 
 
+class DockerServeConfig(_Section):
+    """The ``docker`` target's settings (``docs/serving.md``): engine, image, mounts."""
+
+    host: str | None = Field(
+        None,
+        description=(
+            "Docker engine URL, e.g. unix:///var/run/docker.sock or ssh://user@gpu-box "
+            "(default: $DOCKER_HOST, else the local engine)."
+        ),
+    )
+    image: str = Field(
+        VLLM_OPENAI_IMAGE,
+        description="Server image (override for a CPU build of vLLM or a registry mirror).",
+    )
+    entrypoint: list[str] | None = Field(
+        None,
+        description=(
+            "Command that starts vLLM's OpenAI server in the image, options appended "
+            "(default: the image's own entrypoint, `vllm serve` in vllm/vllm-openai)."
+        ),
+    )
+    mounts: dict[str, str] = Field(
+        default_factory=dict,
+        description="More read-only bind mounts, host path -> container path.",
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="More environment variables for the container."
+    )
+    shm_size: str = Field(
+        "8g", description="Shared memory for tensor_parallel_size > 1 (NCCL) without ipc_host."
+    )
+    ipc_host: bool = Field(
+        False, description="Share the host's IPC namespace (--ipc=host) instead of shm_size."
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between the container's health checks."
+    )
+    hf_cache: str | None = Field(
+        None,
+        description=(
+            "Host folder mounted as the container's Hugging Face cache when a Hub repo is "
+            "served (default: $HF_HOME or ~/.cache/huggingface)."
+        ),
+    )
+
+
 class ServeConfig(_Section):
     """How the model is served after publishing (``docs/serving.md``)."""
 
     _check_block_names = field_validator("api_key_block")(_reject_token_as_block_name)
 
-    target: Literal["none", "local", "runpod-serverless", "runpod-pod"] = Field(
+    target: Literal["none", "local", "docker", "runpod-serverless", "runpod-pod"] = Field(
         "none",
         description=(
-            "'local' runs vLLM on this machine as a child process; 'runpod-serverless' and "
+            "'local' runs vLLM on this machine as a child process; 'docker' runs vLLM's "
+            "container on a Docker engine (serve.docker); 'runpod-serverless' and "
             "'runpod-pod' deploy to RunPod (docs/runpod.md); 'none' skips."
         ),
     )
@@ -548,6 +595,9 @@ class ServeConfig(_Section):
     )
     runpod: RunPodServeConfig = Field(
         default_factory=RunPodServeConfig, description="RunPod targets' settings."
+    )
+    docker: DockerServeConfig = Field(
+        default_factory=DockerServeConfig, description="The docker target's settings."
     )
     # Set only from code (tests, or a caller that resolved the key itself); a private
     # attribute is never serialised, so it cannot reach Prefect's parameters or the registry.

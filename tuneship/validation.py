@@ -121,13 +121,18 @@ def _check_serving(config: PipelineConfig, secrets: RunSecrets) -> str:
                 "RUNPOD_API_KEY for local use"
             )
         return f"{config.serve.target} (RunPod key found)"
+    found = []
+    if config.serve.target == "docker":
+        from tuneship.serving.docker import check_docker_serving
+
+        found.append(check_docker_serving(config.serve))
     needs_engine = config.serve.target == "local" or config.publish.vllm_load_check == "on"
     if not needs_engine:
-        return f"serve.target={config.serve.target}"
+        return "; ".join(found) or f"serve.target={config.serve.target}"
     from tuneship.serving.engine import find_engine_python
 
     engine = find_engine_python(config.serve.engine_python)
-    return f"vLLM engine {engine}"
+    return "; ".join([*found, f"vLLM engine {engine}"])
 
 
 def base_model_hub_id(config: PipelineConfig) -> str | None:

@@ -27,6 +27,10 @@ def _is_alive(details: dict[str, Any]) -> bool | None:
     """Whether the recorded server still runs (None when it had no local process)."""
     from tuneship.registry.endpoints import process_alive
 
+    if details.get("container_id"):
+        from tuneship.serving.docker import container_alive
+
+        return container_alive(details)
     return process_alive(details)
 
 
@@ -83,9 +87,10 @@ def list_deployments(
         return
     for row in rows:
         status = row["status"]
-        if status == "running" and row["alive"] is False:
-            status = "running (process gone)"
         details = row["details"]
+        if status == "running" and row["alive"] is False:
+            gone = "container" if details.get("container_id") else "process"
+            status = f"running ({gone} gone)"
         typer.echo(
             f"{row['name']}  {status}  {row['target']}  {row['url'] or '-'}  "
             f"model={row['served_model_name'] or '-'}  "
@@ -99,6 +104,11 @@ def list_deployments(
                 f"tp={details.get('tensor_parallel_size')} "
                 f"max_model_len={details.get('max_model_len')} log={details.get('log_path')}"
             )
+        if details.get("container_id") is not None:
+            typer.echo(
+                f"    container={details.get('container_name')} image={details.get('image')} "
+                f"gpus={details.get('gpu_indices') or 'cpu'} log={details.get('log_path')}"
+            )
 
 
 @deployments_app.command("stop")
@@ -110,7 +120,8 @@ def stop(
     """Stop a deployment and mark it stopped.
 
     A local server's whole process group is stopped; a RunPod endpoint is scaled to zero
-    and deleted with its template, a RunPod pod is terminated.
+    and deleted with its template, a RunPod pod is terminated, a container is stopped and
+    removed (its log saved).
     """
     from tuneship.registry import Registry
     from tuneship.serving.lifecycle import stop_deployment

@@ -16,6 +16,7 @@ from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
+from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
 from tuneship.tasks.preflight import (
@@ -89,7 +90,8 @@ def resolve_flow_config(
 
 
 def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (``on_crashed``, ``on_cancellation``): delete the run's RunPod resources.
+    """Flow hook (``on_crashed``, ``on_cancellation``): delete the run's RunPod resources
+    or its container.
 
     Hooks can run in another process, so the resources are found by their deterministic
     name (``tuneship-<config.name>``), read from the flow run's parameters.
@@ -118,6 +120,7 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
         config.serve.runpod.credentials_block,
         config.name,
         state.name,
+        config.serve.docker,
     )
 
 
@@ -199,10 +202,11 @@ def finetune_and_deploy(
         config.registry_url(), build_model_entry(card, trained, published, run_id, config.data.path)
     )
     deployment = None
-    if config.serve.target == "local":
-        deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
-    elif config.serve.target in ("runpod-serverless", "runpod-pod"):
+    if config.serve.target in RUNPOD_TARGETS:
+        # RunPod serves the pushed Hub revision; every other target the packaged folder.
         deployment = deploy_published_to_runpod(config, published, entry.name, entry.version)
+    elif config.serve.target != "none":
+        deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
 
     summary = RunSummary(
         name=config.name,
@@ -255,9 +259,13 @@ def serve_and_smoke_test(
 
     # The plan fails fast when the request cannot fit; the server starts with this plan.
     plan = plan_local_serving(model_dir, config.serve, config.name)
+    target = load_target(
+        config.serve.target, hf_credentials_block=config.publish.hf_credentials_block
+    )
     with managed_deployment(
         model_dir,
         resolve_serve_api_key(config.serve),
+        target=target,
         plan=plan,
         name=config.name,
         model_name=model_name,

@@ -7,6 +7,7 @@ target by name. See ``docs/serving.md``.
 """
 
 from tuneship.serving.base import DeploymentInfo, ServingTarget
+from tuneship.serving.docker import DockerDeploymentInfo, DockerEngineError, DockerTarget
 from tuneship.serving.engine import EngineNotFoundError, find_engine_python, install_command
 from tuneship.serving.lifecycle import TerminationRequested, managed_deployment, stop_deployment
 from tuneship.serving.local_vllm import LocalVllmTarget, ServerStartError
@@ -15,6 +16,9 @@ from tuneship.serving.smoke import SmokeResult, SmokeTestError, run_smoke_test
 
 __all__ = [
     "DeploymentInfo",
+    "DockerDeploymentInfo",
+    "DockerEngineError",
+    "DockerTarget",
     "EngineNotFoundError",
     "LocalPlan",
     "LocalVllmTarget",

@@ -146,7 +146,8 @@ def managed_deployment(
         registry_url: Registry to record the deployment in; None records nothing.
         keep: Leave the server running after a normal exit (default:
             ``options.keep_serving``).
-        target: Serving target (default: :class:`LocalVllmTarget`).
+        target: Serving target (default: the registered target ``options.target`` names,
+            made without credentials; ``none`` means the local one).
         plan: The target's plan (from ``target.plan``); the target makes it when None.
 
     Yields:
@@ -158,7 +159,8 @@ def managed_deployment(
     if target is None:
         from tuneship.serving.targets import get_target
 
-        target = get_target("local")
+        # Targets that need credentials (RunPod) are passed in by the caller.
+        target = get_target("local" if options.target == "none" else options.target)
     keep = options.keep_serving if keep is None else keep
     with _sigterm_raises():
         try:

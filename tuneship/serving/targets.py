@@ -3,7 +3,7 @@
 Each target is one module under ``tuneship/serving`` and implements
 :class:`~tuneship.serving.base.ServingTarget`. Built-in targets are registered here by
 name (the names ``serve.target`` takes, and the names deployments are recorded under);
-:func:`register_target` adds another (a Docker target, say) without touching callers.
+:func:`register_target` adds another without touching callers.
 """
 
 from __future__ import annotations
@@ -62,7 +62,14 @@ def _runpod_pod(**kwargs: Any) -> ServingTarget:
     return RunPodPodTarget(**kwargs)
 
 
+def _docker(**kwargs: Any) -> ServingTarget:
+    from tuneship.serving.docker import DockerTarget
+
+    return DockerTarget(**kwargs)
+
+
 # "local" is the config's name, "local-vllm" the recorded one.
 register_target(_local, "local", "local-vllm")
 register_target(_runpod_serverless, "runpod-serverless")
 register_target(_runpod_pod, "runpod-pod")
+register_target(_docker, "docker")

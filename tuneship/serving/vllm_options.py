@@ -5,6 +5,7 @@ set once; each target only renders it:
 
 * :meth:`VllmOptions.as_args`: the argument list of a local process;
 * :meth:`VllmOptions.as_pod_args`: the ``vllm/vllm-openai`` image's arguments on a pod;
+* :meth:`VllmOptions.as_container_args`: the same image's command on a Docker engine;
 * :meth:`VllmOptions.as_worker_env`: ``runpod/worker-v1-vllm``'s variables (v2.24 and
   later turn every variable named like a flag, ``MAX_MODEL_LEN``, into that flag).
 
@@ -95,6 +96,11 @@ class VllmOptions:
     def as_pod_args(self, port: int) -> str:
         """The pod's ``dockerArgs``: the same arguments, listening on every interface."""
         return shlex.join(self.as_args("0.0.0.0", port))
+
+    def as_container_args(self, port: int) -> list[str]:
+        """The ``vllm/vllm-openai`` container's command: the same arguments, listening on
+        every interface inside the container (Docker publishes the port on the host)."""
+        return self.as_args("0.0.0.0", port)
 
     def as_worker_env(self) -> dict[str, str]:
         """The serverless worker's variables (its aliases for model, revision and name)."""

@@ -17,6 +17,7 @@ from tuneship.serving.targets import get_target
 from tuneship.validation import RunSecrets
 
 RUNPOD_TARGETS = ("runpod-serverless", "runpod-pod")
+DOCKER_TARGET = "docker"
 
 
 def load_runpod_client(credentials_block: str | None) -> RunPodClient:
@@ -89,7 +90,9 @@ def load_target(
     Args:
         name: A target name (``serve.target``, or the name a deployment is recorded under).
         credentials_block: ``serve.runpod.credentials_block`` for the RunPod targets.
-        hf_credentials_block: ``serve.runpod.hf_credentials_block`` for a private model.
+        hf_credentials_block: The block whose Hub token reads a private model
+            (``serve.runpod.hf_credentials_block`` on RunPod; the pipeline passes
+            ``publish.hf_credentials_block`` to the ``docker`` target); else ``HF_TOKEN``.
         **kwargs: More arguments for the target (``plan=``, ``revision=``...).
     """
     if name in RUNPOD_TARGETS:
@@ -99,4 +102,7 @@ def load_target(
                 "hub_token",
                 load_hf_token(hf_credentials_block, "serve.runpod.hf_credentials_block"),
             )
+    elif name == DOCKER_TARGET:
+        # The container pulls a Hub repo itself; the token reaches only its environment.
+        kwargs.setdefault("hub_token", load_hf_token(hf_credentials_block))
     return get_target(name, **kwargs)

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tuneship.config import ServeConfig
+from tuneship.config import DockerServeConfig, ServeConfig
 from tuneship.runpod.specs import RunPodPlan
 from tuneship.serving.base import DeploymentInfo, ServingTarget
 from tuneship.serving.smoke import SmokeResult
@@ -155,9 +155,15 @@ def smoke_test_runpod(
 
 
 def delete_run_resources(
-    logger: Any, target: str, credentials_block: str | None, run_name: str, why: str
+    logger: Any,
+    target: str,
+    credentials_block: str | None,
+    run_name: str,
+    why: str,
+    docker: DockerServeConfig | None = None,
 ) -> None:
-    """Delete the RunPod resources named ``tuneship-<run_name>``; log, never raise.
+    """Delete what a run left on a remote target: RunPod resources named
+    ``tuneship-<run_name>``, or the run's container on a Docker engine; log, never raise.
 
     The one crash and cancellation cleanup, shared by the pipeline's hook and
     ``deploy_model``'s: hooks may run in another process (the runner), so nothing comes
@@ -169,12 +175,30 @@ def delete_run_resources(
         credentials_block: ``serve.runpod.credentials_block``.
         run_name: The run (deployment) name.
         why: The final state's name, for the log.
+        docker: ``serve.docker`` (the engine) for the ``docker`` target.
     """
     from tuneship.errors import TuneshipError
     from tuneship.runpod.specs import resource_name
     from tuneship.serving.runpod_base import delete_resources_named
-    from tuneship.tasks.credentials import RUNPOD_TARGETS, load_runpod_client
+    from tuneship.tasks.credentials import DOCKER_TARGET, RUNPOD_TARGETS, load_runpod_client
 
+    if target == DOCKER_TARGET:
+        from tuneship.serving.docker import remove_run_containers
+
+        try:
+            removed = remove_run_containers(docker or DockerServeConfig(), run_name)
+        except TuneshipError as exc:
+            logger.error(
+                "could not remove the container of run %s: %s; `docker rm -f` it", run_name, exc
+            )
+            return
+        logger.warning(
+            "run %s: container of %s %s",
+            why,
+            run_name,
+            "removed" if removed else "was already gone",
+        )
+        return
     if target not in RUNPOD_TARGETS:
         return
     name = resource_name(run_name)
