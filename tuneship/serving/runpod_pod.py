@@ -276,26 +276,27 @@ class RunPodPodTarget(RunPodTargetBase):
         stage = "the container to start (runtime and port 8000)"
         restarts = RestartWatch()
         while True:
-            if stage.startswith("the container"):
-                pod = client.get_pod(str(info.pod_id))
-                if pod is None or pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
-                    status = pod.get("desiredStatus") if pod else "gone"
-                    raise ServingError(
-                        f"pod {info.resource_name} ({info.pod_id}) is {status} before vLLM "
-                        "answered; read its logs in the RunPod console (Pods > Logs)"
-                    )
-                if restarts.crash_looping(pod):
-                    raise ServingError(
-                        f"pod {info.resource_name} ({info.pod_id}): its container keeps "
-                        f"restarting ({restarts.count} restarts seen in the pod's uptime): vLLM "
-                        "crashes at start-up. Usual causes: the GPU does not suit the image "
-                        "(CUDA driver, AMD or MIG), too little memory for the model "
-                        "(serve.max_model_len, gpu_memory_utilization) or a bad vLLM flag; "
-                        "read the pod's logs in the RunPod console (Pods > Logs). The pod was "
-                        "terminated."
-                    )
-                if http_port_ready(pod):
-                    stage = "vLLM to answer /health through the proxy"
+            # The pod is read on every round, also while waiting for vLLM: a container
+            # that crashes after its port came up restarts, and only its uptime shows it.
+            pod = client.get_pod(str(info.pod_id))
+            if pod is None or pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
+                status = pod.get("desiredStatus") if pod else "gone"
+                raise ServingError(
+                    f"pod {info.resource_name} ({info.pod_id}) is {status} before vLLM "
+                    "answered; read its logs in the RunPod console (Pods > Logs)"
+                )
+            if restarts.crash_looping(pod):
+                raise ServingError(
+                    f"pod {info.resource_name} ({info.pod_id}): its container keeps "
+                    f"restarting ({restarts.count} restarts seen in the pod's uptime): vLLM "
+                    "crashes at start-up. Usual causes: the GPU does not suit the image "
+                    "(CUDA driver, AMD or MIG), too little memory for the model "
+                    "(serve.max_model_len, gpu_memory_utilization) or a bad vLLM flag; "
+                    "read the pod's logs in the RunPod console (Pods > Logs). The pod was "
+                    "terminated."
+                )
+            if stage.startswith("the container") and http_port_ready(pod):
+                stage = "vLLM to answer /health through the proxy"
             if stage.startswith("vLLM"):
                 try:
                     status_code, _ = http_get(f"{base}/health", None)
