@@ -51,7 +51,162 @@ GPU_TYPES = [
     {"id": "NVIDIA A40", "displayName": "A40", "memoryInGb": 48},
     {"id": "NVIDIA A100 80GB PCIe", "displayName": "A100 PCIe", "memoryInGb": 80},
     {"id": "NVIDIA H100 80GB HBM3", "displayName": "H100 SXM", "memoryInGb": 80},
+    # The live catalogue lists these too; a CUDA image never starts on them.
+    {"id": "AMD Instinct MI300X OAM", "displayName": "MI300X", "memoryInGb": 192},
+    {
+        "id": "NVIDIA H100 80GB HBM3 MIG 1g.10gb",
+        "displayName": "H100 MIG 1g.10gb",
+        "memoryInGb": 10,
+    },
 ]
+NVIDIA_WHOLE = {g["id"] for g in GPU_TYPES if g["id"].startswith("NVIDIA") and "MIG" not in g["id"]}
+# Input types RunPod's schema declares (the fields tuneship and the SDK send); anything
+# else is refused like RunPod refuses it (unknown field, string for Int, quoted enum).
+_S, _I, _F, _B, _E, _ENV, _LS = "String", "Int", "Float", "Boolean", "Enum", "EnvList", "[String]"
+_POD_INPUT = {
+    "name": _S,
+    "imageName": _S,
+    "gpuTypeId": _S,
+    "gpuCount": _I,
+    "cloudType": _E,
+    "containerDiskInGb": _I,
+    "volumeInGb": _I,
+    "minVcpuCount": _I,
+    "minMemoryInGb": _I,
+    "dockerArgs": _S,
+    "ports": _S,
+    "volumeMountPath": _S,
+    "env": _ENV,
+    "startSsh": _B,
+    "supportPublicIp": _B,
+    "networkVolumeId": _S,
+    "allowedCudaVersions": _LS,
+    "dataCenterId": _S,
+    "templateId": _S,
+}
+INPUT_TYPES: dict[str, dict[str, str]] = {
+    "podFindAndDeployOnDemand": _POD_INPUT,
+    "podRentInterruptable": {**_POD_INPUT, "bidPerGpu": _F},
+    "saveTemplate": {
+        "id": _S,
+        "name": _S,
+        "imageName": _S,
+        "dockerArgs": _S,
+        "containerDiskInGb": _I,
+        "volumeInGb": _I,
+        "volumeMountPath": _S,
+        "ports": _S,
+        "env": _ENV,
+        "isServerless": _B,
+        "startSsh": _B,
+        "readme": _S,
+        "isPublic": _B,
+        "containerRegistryAuthId": _S,
+    },
+    "saveEndpoint": {
+        "id": _S,
+        "name": _S,
+        "templateId": _S,
+        "gpuIds": _S,
+        "gpuCount": _I,
+        "networkVolumeId": _S,
+        "locations": _S,
+        "idleTimeout": _I,
+        "scalerType": _S,
+        "scalerValue": _I,
+        "workersMin": _I,
+        "workersMax": _I,
+        "allowedCudaVersions": _S,
+        "flashBootType": _E,
+    },
+    "pod": {"podId": _S},
+    "podTerminate": {"podId": _S},
+    "gpuTypes": {"id": _S},
+    "lowestPrice": {"gpuCount": _I},
+}
+_PORTS = {"ip", "isIpPublic", "privatePort", "publicPort", "type"}
+SELECTIONS: dict[str, dict[str, Any]] = {
+    "pod": {
+        "id",
+        "name",
+        "desiredStatus",
+        "imageName",
+        "costPerHr",
+        "gpuCount",
+        "machineId",
+        "dockerArgs",
+        "env",
+        "uptimeSeconds",
+        "volumeInGb",
+        "containerDiskInGb",
+        "ports",
+        "lastStatusChange",
+        "interruptible",
+        "gpuTypeId",
+        ("runtime", "uptimeInSeconds", ("ports", *_PORTS)),
+        ("machine", "gpuDisplayName", "podHostId"),
+    },
+    "gpuTypes": {
+        "id",
+        "displayName",
+        "manufacturer",
+        "memoryInGb",
+        "maxGpuCount",
+        "securePrice",
+        "communityPrice",
+        "secureSpotPrice",
+        "communitySpotPrice",
+        "secureCloud",
+        "communityCloud",
+        ("lowestPrice", "minimumBidPrice", "uninterruptablePrice"),
+    },
+    "endpoint": {
+        "id",
+        "name",
+        "templateId",
+        "gpuIds",
+        "gpuCount",
+        "networkVolumeId",
+        "locations",
+        "idleTimeout",
+        "scalerType",
+        "scalerValue",
+        "workersMin",
+        "workersMax",
+        "allowedCudaVersions",
+        "flashBootType",
+    },
+    "template": {
+        "id",
+        "name",
+        "imageName",
+        "isServerless",
+        "containerDiskInGb",
+        "volumeInGb",
+        "volumeMountPath",
+        "dockerArgs",
+        "ports",
+        "readme",
+        ("env", "key", "value"),
+    },
+    "created_pod": {"id", "imageName", "env", "machineId", ("machine", "podHostId")},
+}
+SELECTIONS["myself"] = {
+    "id",
+    ("endpoints", *SELECTIONS["endpoint"]),
+    ("podTemplates", *SELECTIONS["template"]),
+    ("pods", *SELECTIONS["pod"]),
+    ("networkVolumes", "id", "name", "size", "dataCenterId"),
+}
+FIELD_SELECTION = {
+    "pod": "pod",
+    "gpuTypes": "gpuTypes",
+    "myself": "myself",
+    "saveEndpoint": "endpoint",
+    "saveTemplate": "template",
+    "podFindAndDeployOnDemand": "created_pod",
+    "podRentInterruptable": "created_pod",
+}
 POOLS = {
     "AMPERE_16",
     "AMPERE_24",
@@ -224,6 +379,79 @@ def parse_graphql(text: str, variables: dict[str, Any] | None = None) -> tuple[s
     return _Parser(text, variables or {}).document()
 
 
+def _type_ok(kind: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if kind == _E:
+        return isinstance(value, _Enum)
+    if isinstance(value, _Enum):
+        return False
+    if kind == _S:
+        return isinstance(value, str)
+    if kind == _I:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _F:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == _B:
+        return isinstance(value, bool)
+    if kind == _LS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == _ENV:
+        return isinstance(value, list) and all(
+            isinstance(v, dict) and set(v) == {"key", "value"} for v in value
+        )
+    return False
+
+
+def check_input(field_name: str, values: dict[str, Any]) -> None:
+    """Refuse unknown input fields and values of the wrong type, as RunPod's schema does."""
+    schema = INPUT_TYPES.get(field_name)
+    if schema is None:
+        return
+    for key, value in values.items():
+        if key not in schema:
+            raise ApiError(
+                f'Field "{key}" is not defined by type "{field_name}Input".',
+                400,
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+        if not _type_ok(schema[key], value):
+            raise ApiError(
+                f'{schema[key]} cannot represent value: {json.dumps(value)} ("{key}")',
+                400,
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+
+
+def check_selection(type_name: str, selected: list[dict[str, Any]], allowed: Any) -> None:
+    """Refuse selections of fields the type does not have."""
+    known: dict[str, Any] = {}
+    for item in allowed:
+        if isinstance(item, tuple):
+            known[item[0]] = item[1:]
+        else:
+            known[item] = None
+    for f in selected:
+        if f["name"] not in known:
+            raise ApiError(
+                f'Cannot query field "{f["name"]}" on type "{type_name}".',
+                400,
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+        for arg in ("input",):
+            if arg in f["args"] and isinstance(f["args"][arg], dict):
+                check_input(f["name"], f["args"][arg])
+        sub = known[f["name"]]
+        if f["fields"] and sub is None:
+            raise ApiError(
+                f'Field "{f["name"]}" must not have a selection since it is a scalar.',
+                400,
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+        if f["fields"]:
+            check_selection(f["name"], f["fields"], sub)
+
+
 # --------------------------------------------------------------------------- state
 class ApiError(Exception):
     """A RunPod GraphQL error (HTTP 200, ``errors`` list) or an HTTP error status."""
@@ -268,6 +496,10 @@ class FakeRunPod:
         backend: ``(base_url, api_key)`` of the real vLLM server workers and pods forward
             to, or None.
         capacity: GPU type ids with no capacity (``"*"`` for all).
+        crash_loop: Pod names whose container keeps restarting (as on an AMD or MIG GPU,
+            where every pod's container crash-loops).
+        template_refusal_s: How long after an endpoint's deletion its template cannot be
+            deleted (about 2 minutes on RunPod).
         workers_start: False keeps every worker from starting (a stuck queue).
         pod_boot_polls: ``pod`` queries answered with ``runtime: null`` before it is up.
         graphql_log: ``(field, args)`` of every GraphQL field called, in order.
@@ -289,6 +521,9 @@ class FakeRunPod:
         self.capacity: set[str] = set()
         self.workers_start = True
         self.pod_boot_polls = 2
+        self.crash_loop: set[str] = set()
+        self.template_refusal_s = 0.3
+        self.template_last_used: dict[str, float] = {}
         self.openai_wait_s = 120.0
         self._poll_counts: dict[str, int] = {}
         self._stop = threading.Event()
@@ -362,6 +597,11 @@ class FakeRunPod:
             with self.lock:
                 self.graphql_log.append((f["name"], f["args"]))
             self._maybe_fail(f["name"])
+            if isinstance(f["args"].get("input"), dict):
+                check_input(f["name"], f["args"]["input"])
+            kind = FIELD_SELECTION.get(f["name"])
+            if kind is not None:
+                check_selection(f["name"], f["fields"], SELECTIONS[kind])
             handler = getattr(self, f"_gql_{f['name']}", None)
             if handler is None:
                 raise ApiError(
@@ -401,6 +641,7 @@ class FakeRunPod:
             rows.append(
                 {
                     **gpu,
+                    "manufacturer": "AMD" if gpu["id"].startswith("AMD") else "Nvidia",
                     "maxGpuCount": 8,
                     "securePrice": price,
                     "communityPrice": round(price * 0.8, 2),
@@ -456,6 +697,7 @@ class FakeRunPod:
             "ports": values.get("ports", ""),
             "env": [{"key": e["key"], "value": e["value"]} for e in values["env"]],
             "isServerless": bool(values.get("isServerless")),
+            "readme": values.get("readme", ""),
         }
         self.templates[template["id"]] = template
         return dict(template)
@@ -467,6 +709,9 @@ class FakeRunPod:
             raise ApiError(f"Template {name} not found")
         if any(e["templateId"] == found[0]["id"] for e in self.endpoints.values()):
             raise ApiError("Template is in use by an endpoint and cannot be deleted")
+        last = self.template_last_used.get(found[0]["id"])
+        if last is not None and time.monotonic() - last < self.template_refusal_s:
+            raise ApiError("Template was used recently; try again in a few minutes")
         del self.templates[found[0]["id"]]
 
     def _gql_saveEndpoint(self, f: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - GraphQL field name
@@ -474,18 +719,20 @@ class FakeRunPod:
         if values["templateId"] not in self.templates:
             raise ApiError(f"Template {values['templateId']} not found")
         pools = [p for p in str(values["gpuIds"]).split(",") if p and not p.startswith("-")]
-        unknown = [p for p in pools if p not in POOLS and p not in {g["id"] for g in GPU_TYPES}]
+        unknown = [p for p in pools if p not in POOLS]
         if unknown:
-            raise ApiError(f"Invalid gpuIds: {unknown}")
+            raise ApiError(f"Invalid gpuIds: {unknown} (serverless takes GPU pool ids)")
         if (
             int(values.get("workersMin") or 0) > int(values.get("workersMax") or 0)
             and values.get("workersMax") is not None
         ):
             raise ApiError("workersMin cannot be greater than workersMax")
         endpoint_id = values.get("id")
-        current = self.endpoints.get(endpoint_id, {}) if endpoint_id else {}
-        if endpoint_id and not current:
+        existing = self.endpoints.get(endpoint_id, {}) if endpoint_id else {}
+        if endpoint_id and not existing:
             raise ApiError(f"Endpoint {endpoint_id} not found")
+        # A save replaces the whole endpoint: fields left out go back to their defaults.
+        current = {k: existing[k] for k in ("worker", "worker_since") if k in existing}
         endpoint = {
             "id": endpoint_id or "ep" + secrets.token_hex(5),
             "name": values["name"],
@@ -517,6 +764,7 @@ class FakeRunPod:
         if endpoint["workersMax"] or endpoint["workersMin"]:
             raise ApiError("Endpoint has workers: set min and max workers to 0 before deleting it")
         del self.endpoints[endpoint_id]
+        self.template_last_used[endpoint["templateId"]] = time.monotonic()
         for job in self.jobs.values():
             if job.endpoint_id == endpoint_id and job.status not in FINAL:
                 self._finish(job, "CANCELLED")
@@ -525,6 +773,8 @@ class FakeRunPod:
         gpu = values["gpuTypeId"]
         if gpu not in {g["id"] for g in GPU_TYPES}:
             raise ApiError(f"Invalid GPU type: {gpu}")
+        if gpu not in NVIDIA_WHOLE:
+            self.crash_loop.add(values["name"])  # a CUDA image never starts there
         if "*" in self.capacity or gpu in self.capacity:
             raise ApiError(NO_CAPACITY)
         env: dict[str, str] = {}
@@ -546,6 +796,7 @@ class FakeRunPod:
                 0.02 * next(g["memoryInGb"] for g in GPU_TYPES if g["id"] == gpu), 2
             ),
             "interruptible": spot,
+            "allowedCudaVersions": values.get("allowedCudaVersions"),
         }
         self.pods[pod["id"]] = pod
         self._poll_counts[pod["id"]] = 0
@@ -572,7 +823,7 @@ class FakeRunPod:
         del self.pods[pod_id]
 
     def _pod_view(self, pod: dict[str, Any], count: bool = True) -> dict[str, Any]:
-        view = {k: v for k, v in pod.items() if k != "env_map"}
+        view = {k: v for k, v in pod.items() if k not in ("env_map", "allowedCudaVersions")}
         view["env"] = [f"{k}={v}" for k, v in pod["env_map"].items()]
         view["machine"] = {"gpuDisplayName": pod["gpuTypeId"]}
         if count:
@@ -582,6 +833,11 @@ class FakeRunPod:
             # The serverless worker finds no job queue in a pod and exits.
             pod["desiredStatus"] = "EXITED"
             view["desiredStatus"] = "EXITED"
+        polls = self._poll_counts.get(pod["id"], 0) - self.pod_boot_polls
+        if booted and pod["desiredStatus"] == "RUNNING" and pod["name"] in self.crash_loop:
+            # The container restarts over and over: RUNNING, uptime going back to 0.
+            view["runtime"] = {"uptimeInSeconds": polls % 2, "ports": []}
+            return view
         if booted and pod["desiredStatus"] == "RUNNING":
             ports = []
             for spec in str(pod["ports"]).split(","):
@@ -596,7 +852,7 @@ class FakeRunPod:
                             "type": kind,
                         }
                     )
-            view["runtime"] = {"uptimeInSeconds": 5, "ports": ports}
+            view["runtime"] = {"uptimeInSeconds": 5 + polls, "ports": ports}
         else:
             view["runtime"] = None
         return view
@@ -786,6 +1042,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
+        if status in (429, 503):
+            self.send_header("Retry-After", "0")  # RunPod says when to come back
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

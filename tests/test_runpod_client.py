@@ -20,6 +20,7 @@ from tuneship.runpod.errors import (
 )
 from tuneship.runpod.specs import (
     check_pod_image,
+    pod_cuda_versions,
     resource_name,
     worker_cuda_versions,
 )
@@ -136,7 +137,10 @@ def test_spot_price_and_spot_pod_through_direct_calls(fake_runpod: FakeRunPod) -
 
 def test_image_tags_and_cuda_versions() -> None:
     assert worker_cuda_versions("runpod/worker-v1-vllm:v2.25.2") == ["13.0"]
-    assert worker_cuda_versions("runpod/worker-v1-vllm:v2.16.0") == ["12.8", "12.9"]
+    with pytest.raises(ConfigError, match=r"before v2\.24"):
+        worker_cuda_versions("runpod/worker-v1-vllm:v2.23.0")
+    assert pod_cuda_versions("vllm/vllm-openai:v0.27.1") == ["13.0"]
+    assert pod_cuda_versions("my/own-image:v1.0.0") is None
     for bad in (
         "runpod/worker-v1-vllm:latest",
         "runpod/worker-vllm:stable-cuda12.1.0",

@@ -37,6 +37,7 @@ _SUBAPPS = {
         "deployments_app",
         "List and stop model deployments.",
     ),
+    "runpod": ("tuneship.cli.runpod", "runpod_app", "RunPod housekeeping: the janitor."),
 }
 for _name, (_module, _attr, _help) in _SUBAPPS.items():
     try:

@@ -216,6 +216,23 @@ class RunpodGpuSource(Protocol):
         ...
 
 
+_MIG = re.compile(r"\bMIG\b|\b\d+g\.\d+gb\b", re.IGNORECASE)
+
+
+def is_cuda_gpu_type(row: dict[str, Any]) -> bool:
+    """Whether a RunPod ``gpuTypes`` row is a whole NVIDIA GPU (what a CUDA image runs on).
+
+    The live catalogue also lists AMD parts (``AMD Instinct MI300X OAM``), on which a CUDA
+    image never starts, and MIG slices (``... MIG 1g.24gb``), a fraction of a GPU that the
+    memory plan does not describe.
+    """
+    gpu_id = str(row.get("id") or "")
+    names = f"{gpu_id} {row.get('displayName') or ''}"
+    maker = str(row.get("manufacturer") or "").lower()
+    nvidia = maker == "nvidia" if maker else gpu_id.upper().startswith("NVIDIA")
+    return nvidia and not _MIG.search(names)
+
+
 def merge_runpod_gpu_types(rows: list[dict[str, Any]], catalog: GpuCatalog) -> list[GpuSpec]:
     """Merge live RunPod GPU types over the shipped snapshot.
 
@@ -229,13 +246,13 @@ def merge_runpod_gpu_types(rows: list[dict[str, Any]], catalog: GpuCatalog) -> l
         catalog: The shipped catalog.
 
     Returns:
-        Rentable GPUs.
+        Rentable GPUs: whole NVIDIA GPUs only (see :func:`is_cuda_gpu_type`).
     """
     by_id = {g.runpod_id: g for g in catalog.rentable()}
     merged: list[GpuSpec] = []
     for row in rows:
         gpu_id = row.get("id")
-        if not gpu_id:
+        if not gpu_id or not is_cuda_gpu_type(row):
             continue
         price = row.get("securePrice") or row.get("communityPrice") or None
         max_count = int(row.get("maxGpuCount") or 8)

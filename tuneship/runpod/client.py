@@ -1,39 +1,37 @@
-"""The one module that talks to RunPod: the official ``runpod`` SDK plus what it lacks.
+"""The one module that talks to RunPod: one HTTP session, one retry policy.
 
 Everything tuneship asks of RunPod goes through :class:`RunPodClient`, so a change of
 RunPod's API (GraphQL is to be retired in 2027) touches this file only.
 
-* The SDK (runpod 1.12) is used where it does the job: GPU lookups, ``create_pod``,
-  ``get_pod(s)``, ``terminate_pod``, ``create_endpoint``, ``get_endpoints`` and
-  ``Endpoint.health``. The SDK keeps its configuration in globals (``runpod.api_key``,
-  ``runpod.endpoint_url_base``, the ``RUNPOD_API_BASE_URL`` variable read on every call),
-  so each SDK call runs under a lock with this client's settings and restores them after.
-  The SDK embeds values in its GraphQL text without escaping them (a ``"`` breaks the
-  query), so every string handed to it is escaped here first.
-* Direct calls (GraphQL with escaped literals, and the endpoint REST API) cover what the
-  SDK lacks: listing, updating and deleting templates, updating and deleting endpoints,
-  spot pods and bid prices, ``/runsync``/``/run``/``/status``/``/cancel`` with the job's
-  error kept (the SDK drops it).
+* Management calls are GraphQL (``<api base>/graphql``) with literals built by
+  :func:`gql_value`, which escapes every string; the shapes are those the official
+  ``runpod`` SDK (1.12) sends. The SDK itself is not called: it keeps its key and URLs in
+  process globals (``runpod.api_key``, ``RUNPOD_API_BASE_URL``) and embeds values without
+  escaping them, so two clients (or a key rotation) in one process would race.
+* Serverless calls use the endpoint REST API (``/run``, ``/runsync``, ``/status``,
+  ``/cancel``, ``/health``), keeping a failed job's ``error`` (the SDK drops it).
 
-Rate limits (429), server errors (5xx) and network errors are retried with backoff;
-RunPod's errors become :mod:`tuneship.runpod.errors` exceptions with a message a user can
-act on. The API key never appears in a message: everything raised is passed through
-:func:`tuneship.secrets.mask_secrets` with the key.
+Retries live in one place: the session's ``urllib3`` :class:`~urllib3.util.Retry`
+(:func:`retry_policy`). ``GET`` calls are retried on 408/429/5xx and network errors;
+``POST`` calls (GraphQL, ``/run``) may already have acted, so they are retried only when
+RunPod refused them with ``Retry-After`` (429/503) or the connection failed before the
+request was sent. ``Retry-After`` is honoured. RunPod's errors become
+:mod:`tuneship.runpod.errors` exceptions with a message a user can act on; the API key
+never appears in one (everything raised goes through :func:`tuneship.secrets.mask_secrets`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from tuneship.runpod.errors import (
     RunPodApiError,
@@ -43,7 +41,6 @@ from tuneship.runpod.errors import (
 )
 from tuneship.secrets import mask_secrets, register_secret
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.runpod.io"
@@ -61,9 +58,67 @@ KEY_HELP = (
 )
 CAPACITY_MARKERS = ("no longer any instances available", "no instances available")
 FINAL_JOB_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+CREATED_AT_ENV = "TUNESHIP_CREATED_AT"
+"""Env variable stamped on every ``tuneship-`` pod: its creation time (epoch seconds),
+which RunPod's GraphQL does not return and the janitor needs (templates keep it in their
+readme)."""
+POD_FIELDS = (
+    "id name desiredStatus imageName costPerHr gpuCount machineId dockerArgs env "
+    "runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } } "
+    "machine { gpuDisplayName }"
+)
+ENDPOINT_FIELDS = (
+    "id name templateId gpuIds gpuCount networkVolumeId locations idleTimeout scalerType "
+    "scalerValue workersMin workersMax allowedCudaVersions flashBootType"
+)
+TEMPLATE_FIELDS = (
+    "id name imageName isServerless containerDiskInGb volumeInGb dockerArgs ports readme "
+    "env { key value }"
+)
+README_PREFIX = "Created by tuneship at "
 
-# The SDK's settings are process globals; one SDK call at a time sees this client's.
-_SDK_LOCK = threading.RLock()
+
+class RunPodRetry(Retry):
+    """urllib3's ``Retry``, except that a ``POST`` is retried only when RunPod refused it.
+
+    A ``POST`` answered 429/503 with ``Retry-After`` was not acted on, so sending it again
+    cannot create a second pod or job; any other failed ``POST`` may have acted.
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        """Whether an answer with ``status_code`` to ``method`` is retried."""
+        if method.upper() == "POST":
+            return bool(
+                self.total and has_retry_after and status_code in self.RETRY_AFTER_STATUS_CODES
+            )
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+def retry_policy(attempts: int = 4, backoff_s: float = 1.0) -> Retry:
+    """The one retry policy for RunPod calls (mounted on the client's session).
+
+    ``GET`` is retried on 408/429/5xx; ``POST`` (which may have acted) only when RunPod
+    answered 429/503 with ``Retry-After`` (see :class:`RunPodRetry`) or the connection
+    failed before the request went out. ``Retry-After`` wins over the backoff.
+
+    Args:
+        attempts: Tries in all (the first plus retries).
+        backoff_s: First pause; it doubles per retry (capped at 60 s).
+    """
+    retries = max(0, attempts - 1)
+    return RunPodRetry(
+        total=retries,
+        connect=retries,
+        read=0,
+        status=retries,
+        other=0,
+        allowed_methods=frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}),
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_s,
+        backoff_max=60.0,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
 
 
 class Enum(str):
@@ -98,11 +153,6 @@ def gql_value(value: Any) -> str:
     raise TypeError(f"no GraphQL literal for {type(value).__name__}")
 
 
-def sdk_escape(value: str) -> str:
-    """Escape a string the SDK will put between double quotes unescaped."""
-    return json.dumps(value)[1:-1]
-
-
 def env_list(env: dict[str, str]) -> list[dict[str, str]]:
     """``{"A": "1"}`` -> ``[{"key": "A", "value": "1"}]`` (RunPod's env shape)."""
     return [{"key": k, "value": str(v)} for k, v in env.items()]
@@ -121,15 +171,15 @@ def env_dict(env: Any) -> dict[str, str]:
 
 
 class RunPodClient:
-    """A RunPod API client configured from credentials (never from SDK globals).
+    """A RunPod API client configured from credentials (no process globals).
 
     Args:
         api_key: The RunPod API key.
         api_base_url: Management API base (GraphQL at ``<base>/graphql``).
         endpoint_base_url: Serverless API base (``<base>/<endpoint_id>/...``).
         pod_proxy_url: Pod proxy URL template with ``{pod_id}`` and ``{port}``.
-        max_attempts: Tries per call for 429/5xx/network errors.
-        backoff_s: First retry pause (doubles each time; ``Retry-After`` wins when longer).
+        max_attempts: Tries per call for the failures :func:`retry_policy` retries.
+        backoff_s: First retry pause (doubles each time; ``Retry-After`` wins).
         timeout_s: HTTP timeout of a management call.
     """
 
@@ -152,9 +202,12 @@ class RunPodClient:
         self.endpoint_base_url = (endpoint_base_url or DEFAULT_ENDPOINT_BASE_URL).rstrip("/")
         self.pod_proxy_url = pod_proxy_url or DEFAULT_POD_PROXY_URL
         self.max_attempts = max(1, max_attempts)
-        self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry_policy(self.max_attempts, backoff_s))
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["Authorization"] = f"Bearer {self._key.get_secret_value()}"
 
     def __repr__(self) -> str:
         return f"RunPodClient(api_base_url={self.api_base_url!r})"
@@ -196,26 +249,6 @@ class RunPodClient:
         """The OpenAI-compatible base URL of a serverless endpoint."""
         return f"{self.endpoint_base_url}/{endpoint_id}/openai/v1"
 
-    @contextlib.contextmanager
-    def _sdk(self) -> Iterator[Any]:
-        """Run an SDK call with this client's key and URLs in the SDK's globals."""
-        import runpod
-
-        with _SDK_LOCK:
-            saved = (runpod.api_key, os.environ.get(API_BASE_URL_ENV), runpod.endpoint_url_base)
-            runpod.api_key = self._key.get_secret_value()
-            os.environ[API_BASE_URL_ENV] = self.api_base_url
-            runpod.endpoint_url_base = self.endpoint_base_url
-            try:
-                yield runpod
-            finally:
-                runpod.api_key = saved[0]
-                if saved[1] is None:
-                    os.environ.pop(API_BASE_URL_ENV, None)
-                else:
-                    os.environ[API_BASE_URL_ENV] = saved[1]
-                runpod.endpoint_url_base = saved[2]
-
     def _translate(self, what: str, message: str, status: int | None = None) -> Exception:
         """Turn RunPod's answer into an exception a user can act on (no key in it)."""
         text = self._mask(message.strip() or f"HTTP {status}").rstrip(".")
@@ -230,92 +263,52 @@ class RunPodClient:
             )
         return RunPodApiError(f"RunPod refused {what}: {text}")
 
-    def _pause(self, attempt: int, retry_after: str | None = None) -> None:
-        delay = self.backoff_s * (2**attempt)
-        if retry_after:
-            with contextlib.suppress(ValueError):
-                delay = max(delay, min(float(retry_after), 60.0))
-        time.sleep(delay)
-
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """Run ``call``; retry transient failures, translate the rest."""
-        from runpod import error as sdk_error
-
-        last = ""
-        for attempt in range(self.max_attempts):
-            retry_after: str | None = None
-            try:
-                return call()
-            except sdk_error.AuthenticationError as exc:
-                raise self._translate(what, str(exc), 401) from None
-            except sdk_error.QueryError as exc:
-                message = str(exc)
-                if "too many requests" in message.lower() or "rate limit" in message.lower():
-                    last = message
-                else:
-                    raise self._translate(what, message) from None
-            except _HttpStatusError as exc:
-                if exc.status not in RETRY_STATUSES:
-                    raise self._translate(what, exc.message, exc.status) from None
-                last, retry_after = f"HTTP {exc.status}: {exc.message}", exc.retry_after
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
-                body = exc.response.text[:500] if exc.response is not None else str(exc)
-                if status not in RETRY_STATUSES:
-                    raise self._translate(what, body, status) from None
-                last = f"HTTP {status}: {body}"
-            except RuntimeError as exc:  # the SDK's endpoint client: 401 or no key
-                text = str(exc)
-                unauthorized = "key" in text.lower() or "unauthorized" in text.lower()
-                raise self._translate(what, text, 401 if unauthorized else None) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"network error: {exc}"
-            except (ValueError, KeyError, TypeError) as exc:
-                # A 429/5xx answer that is not GraphQL makes the SDK fail to parse or index
-                # it; the SDK hides the status, so treat it as a server hiccup and retry.
-                if isinstance(exc, ValueError) and "gpu" in str(exc).lower():
-                    raise RunPodApiError(self._mask(f"RunPod: {exc} ({what})")) from None
-                last = f"unexpected answer ({type(exc).__name__}: {exc})"
-            if attempt + 1 < self.max_attempts:
-                log.warning("RunPod %s failed (%s); retrying", what, self._mask(last)[:300])
-                self._pause(attempt, retry_after)
-        raise RunPodTransientError(
-            self._mask(f"RunPod kept failing while {what} after {self.max_attempts} tries: {last}")
-        )
-
-    def _post_graphql(self, query: str) -> dict[str, Any]:
-        response = self._session.post(
-            f"{self.api_base_url}/graphql",
-            json={"query": query},
-            headers={"Authorization": f"Bearer {self._key.get_secret_value()}"},
-            timeout=self.timeout_s,
-        )
-        if response.status_code != 200:
-            raise _HttpStatusError(
-                response.status_code, response.text[:500], response.headers.get("Retry-After")
-            )
+    def _request(
+        self, what: str, method: str, url: str, body: Any = None, timeout_s: float | None = None
+    ) -> Any:
+        """One HTTP call through the retrying session; its JSON answer, or an exception."""
         try:
-            data = response.json()
+            response = self._session.request(
+                method, url, json=body, timeout=timeout_s or self.timeout_s
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RunPodTransientError(
+                self._mask(f"RunPod could not be reached while {what}: {exc}")
+            ) from None
+        if response.status_code >= 400:
+            text = response.text[:500]
+            if response.status_code in RETRY_STATUSES:
+                history = getattr(getattr(response.raw, "retries", None), "history", ())
+                raise RunPodTransientError(
+                    self._mask(
+                        f"RunPod kept failing while {what} after {len(history) + 1} tries: "
+                        f"HTTP {response.status_code}: {text}"
+                    )
+                )
+            raise self._translate(what, _error_message(text), response.status_code)
+        try:
+            return response.json()
         except ValueError:
-            raise _HttpStatusError(502, "answer is not JSON", None) from None
-        if data.get("errors"):
-            from runpod import error as sdk_error
-
-            raise sdk_error.QueryError(str(data["errors"][0].get("message", "")), query)
-        result: dict[str, Any] = data.get("data") or {}
-        return result
+            raise RunPodApiError(
+                self._mask(f"RunPod answered {what} with something that is not JSON")
+            ) from None
 
     def graphql(self, what: str, query: str) -> dict[str, Any]:
-        """Run a GraphQL query or mutation directly (values already escaped).
+        """Run a GraphQL query or mutation (values already rendered by :func:`gql_value`).
 
         Args:
             what: What the call does, for messages ("creating template X").
-            query: The GraphQL text; build literals with :func:`gql_value`.
+            query: The GraphQL text.
 
         Returns:
             The ``data`` object.
         """
-        return self._retrying(what, lambda: self._post_graphql(query))
+        data = self._request(what, "POST", f"{self.api_base_url}/graphql", {"query": query})
+        errors = data.get("errors") if isinstance(data, dict) else None
+        if errors:
+            raise self._translate(what, str(errors[0].get("message", "")))
+        result: dict[str, Any] = (data or {}).get("data") or {}
+        return result
 
     def _endpoint_http(
         self,
@@ -327,66 +320,53 @@ class RunPodClient:
         timeout_s: float = 30.0,
     ) -> Any:
         url = f"{self.endpoint_base_url}/{endpoint_id}/{path.lstrip('/')}"
+        return self._request(what, method, url, body, timeout_s)
 
-        def call() -> Any:
-            response = self._session.request(
-                method,
-                url,
-                json=body,
-                headers={"Authorization": f"Bearer {self._key.get_secret_value()}"},
-                timeout=timeout_s,
-            )
-            if response.status_code >= 400:
-                raise _HttpStatusError(
-                    response.status_code, response.text[:500], response.headers.get("Retry-After")
-                )
-            return response.json()
-
-        return self._retrying(what, call)
+    def _mutation(self, what: str, field: str, fields: dict[str, Any], selection: str) -> Any:
+        query = f"mutation {{ {field}(input: {gql_value(fields)}) {{ {selection} }} }}"
+        return self.graphql(what, query).get(field)
 
     # ------------------------------------------------------------------ GPUs
     def get_gpu_types(self) -> list[dict[str, Any]]:
-        """Every GPU type with its pod prices (the planner's live catalog source)."""
+        """Every GPU type with its pod prices, unfiltered (AMD parts and MIG slices too).
+
+        Filter with :func:`tuneship.runpod.gpu_choice.is_rentable_gpu` before renting.
+        """
         query = (
-            "query GpuTypes { gpuTypes { id displayName memoryInGb maxGpuCount "
+            "query GpuTypes { gpuTypes { id displayName manufacturer memoryInGb maxGpuCount "
             "securePrice communityPrice secureSpotPrice communitySpotPrice } }"
         )
         rows = self.graphql("listing GPU types", query).get("gpuTypes") or []
         return [dict(r) for r in rows]
 
     def get_gpu(self, gpu_id: str, gpu_count: int = 1) -> dict[str, Any]:
-        """One GPU type with prices and ``lowestPrice`` (SDK ``get_gpu``)."""
+        """One GPU type with prices and ``lowestPrice`` for ``gpu_count`` GPUs.
 
-        def call() -> dict[str, Any]:
-            with self._sdk() as sdk:
-                result: dict[str, Any] = sdk.get_gpu(sdk_escape(gpu_id), gpu_count)
-                return result
-
-        return self._retrying(f"looking up GPU {gpu_id!r}", call)
+        Raises:
+            RunPodApiError: RunPod has no GPU type ``gpu_id``.
+        """
+        query = (
+            "query GpuType { gpuTypes(input: "
+            + gql_value({"id": gpu_id})
+            + ") { id displayName manufacturer memoryInGb maxGpuCount securePrice "
+            "communityPrice secureSpotPrice communitySpotPrice lowestPrice(input: "
+            + gql_value({"gpuCount": int(gpu_count)})
+            + ") { minimumBidPrice uninterruptablePrice } } }"
+        )
+        rows = self.graphql(f"looking up GPU {gpu_id!r}", query).get("gpuTypes") or []
+        if not rows:
+            raise RunPodApiError(f"RunPod has no GPU type {gpu_id!r}")
+        return dict(rows[0])
 
     def get_spot_bid(self, gpu_id: str, gpu_count: int = 1) -> float | None:
         """The minimum spot bid per GPU-hour for ``gpu_id``, or None when none is offered."""
-        query = (
-            "query SpotPrice { gpuTypes(input: "
-            + gql_value({"id": gpu_id})
-            + ") { id lowestPrice(input: "
-            + gql_value({"gpuCount": gpu_count})
-            + ") { minimumBidPrice uninterruptablePrice } } }"
-        )
-        rows = self.graphql(f"reading spot prices of {gpu_id!r}", query).get("gpuTypes") or []
-        for row in rows:
-            price = (row.get("lowestPrice") or {}).get("minimumBidPrice")
-            if price:
-                return float(price)
-        return None
+        price = (self.get_gpu(gpu_id, gpu_count).get("lowestPrice") or {}).get("minimumBidPrice")
+        return float(price) if price else None
 
     # ------------------------------------------------------------------ templates
     def list_templates(self) -> list[dict[str, Any]]:
-        """The account's templates (the SDK has no call for this)."""
-        query = (
-            "query Templates { myself { podTemplates { id name imageName isServerless "
-            "containerDiskInGb volumeInGb dockerArgs ports env { key value } } } }"
-        )
+        """The account's templates."""
+        query = f"query Templates {{ myself {{ podTemplates {{ {TEMPLATE_FIELDS} }} }} }}"
         data = self.graphql("listing templates", query)
         return list((data.get("myself") or {}).get("podTemplates") or [])
 
@@ -410,44 +390,40 @@ class RunPodClient:
         """Create a template, or update ``template_id`` in place (``saveTemplate``).
 
         Every value is escaped, so JSON values in env (``SPECULATIVE_CONFIG``) survive.
+        The template's readme records its creation time (see :func:`created_at`).
         """
         fields: dict[str, Any] = {
             "name": name,
             "imageName": image_name,
             "dockerArgs": docker_args,
-            "containerDiskInGb": container_disk_in_gb,
-            "volumeInGb": volume_in_gb,
+            "containerDiskInGb": int(container_disk_in_gb),
+            "volumeInGb": int(volume_in_gb),
             "ports": ports,
             "env": env_list(env),
-            "isServerless": is_serverless,
+            "isServerless": bool(is_serverless),
             "startSsh": False,
-            "readme": "Created by tuneship; deleted when its deployment stops.",
+            # A template has no creation time in the API; the janitor reads this one.
+            "readme": f"{README_PREFIX}{int(time.time())}; deleted when its deployment stops.",
         }
         if template_id:
             fields = {"id": template_id, **fields}
-        query = (
-            "mutation { saveTemplate(input: "
-            + gql_value(fields)
-            + ") { id name imageName isServerless env { key value } } }"
-        )
         action = "updating" if template_id else "creating"
-        data = self.graphql(f"{action} template {name!r}", query)
-        return dict(data["saveTemplate"])
+        saved = self._mutation(
+            f"{action} template {name!r}", "saveTemplate", fields, TEMPLATE_FIELDS
+        )
+        return dict(saved)
 
     def delete_template(self, name: str) -> None:
-        """Delete the template called ``name`` (it must be unused)."""
+        """Delete the template called ``name`` (it must be unused for about 2 minutes)."""
         query = f"mutation {{ deleteTemplate(templateName: {gql_value(name)}) }}"
         self.graphql(f"deleting template {name!r}", query)
 
     # ------------------------------------------------------------------ endpoints
     def list_endpoints(self) -> list[dict[str, Any]]:
-        """The account's serverless endpoints (SDK ``get_endpoints``)."""
-
-        def call() -> list[dict[str, Any]]:
-            with self._sdk() as sdk:
-                return list(sdk.get_endpoints() or [])
-
-        return self._retrying("listing endpoints", call)
+        """The account's serverless endpoints."""
+        query = f"query Endpoints {{ myself {{ endpoints {{ {ENDPOINT_FIELDS} }} }} }}"
+        data = self.graphql("listing endpoints", query)
+        return list((data.get("myself") or {}).get("endpoints") or [])
 
     def find_endpoint(self, name: str) -> dict[str, Any] | None:
         """The endpoint called ``name``, or None.
@@ -476,62 +452,60 @@ class RunPodClient:
         allowed_cuda_versions: str | None,
         network_volume_id: str | None,
     ) -> dict[str, Any]:
-        """Create a serverless endpoint (SDK ``create_endpoint``, values escaped)."""
+        """Create a serverless endpoint (``saveEndpoint`` without an id).
 
-        def call() -> dict[str, Any]:
-            with self._sdk() as sdk:
-                result: dict[str, Any] = sdk.create_endpoint(
-                    name=sdk_escape(name),
-                    template_id=sdk_escape(template_id),
-                    gpu_ids=sdk_escape(gpu_ids),
-                    network_volume_id=sdk_escape(network_volume_id) if network_volume_id else None,
-                    idle_timeout=int(idle_timeout),
-                    scaler_type=sdk_escape(scaler_type),
-                    scaler_value=int(scaler_value),
-                    workers_min=int(workers_min),
-                    workers_max=int(workers_max),
-                    flashboot=bool(flashboot),
-                    allowed_cuda_versions=(
-                        sdk_escape(allowed_cuda_versions) if allowed_cuda_versions else None
-                    ),
-                    gpu_count=int(gpu_count),
-                )
-                return result
-
-        return self._retrying(f"creating endpoint {name!r}", call)
+        Args:
+            gpu_ids: Comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
+        """
+        fields = endpoint_fields(
+            name=name,
+            template_id=template_id,
+            gpu_ids=gpu_ids,
+            gpu_count=gpu_count,
+            workers_min=workers_min,
+            workers_max=workers_max,
+            idle_timeout=idle_timeout,
+            scaler_type=scaler_type,
+            scaler_value=scaler_value,
+            flashboot=flashboot,
+            allowed_cuda_versions=allowed_cuda_versions,
+            network_volume_id=network_volume_id,
+        )
+        saved = self._mutation(
+            f"creating endpoint {name!r}", "saveEndpoint", fields, ENDPOINT_FIELDS
+        )
+        return dict(saved)
 
     def update_endpoint(self, endpoint_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Change an endpoint in place (``saveEndpoint`` with its id; the SDK cannot).
+        """Change an endpoint (``saveEndpoint`` with its id).
+
+        RunPod replaces the whole endpoint on a save: fields left out go back to their
+        defaults. So the current endpoint is read first and ``fields`` are laid over it.
 
         Args:
             endpoint_id: The endpoint.
-            fields: ``saveEndpoint`` input fields; RunPod requires ``name``, ``templateId``
-                and ``gpuIds`` on every save.
+            fields: ``saveEndpoint`` input fields to change.
+
+        Raises:
+            RunPodApiError: No such endpoint.
         """
-        values = {"id": endpoint_id, **fields}
+        current = next((e for e in self.list_endpoints() if e.get("id") == endpoint_id), None)
+        if current is None:
+            raise RunPodApiError(f"RunPod has no endpoint {endpoint_id!r} to update")
+        values = {k: current.get(k) for k in ENDPOINT_FIELDS.split() if k in current}
+        values.update(fields)
+        values["id"] = endpoint_id
         if values.get("flashBootType"):
             values["flashBootType"] = Enum(str(values["flashBootType"]))
-        query = (
-            "mutation { saveEndpoint(input: "
-            + gql_value(values)
-            + ") { id name templateId gpuIds gpuCount workersMin workersMax idleTimeout "
-            "scalerType scalerValue allowedCudaVersions networkVolumeId flashBootType } }"
+        values = {k: v for k, v in values.items() if v is not None}
+        saved = self._mutation(
+            f"updating endpoint {endpoint_id!r}", "saveEndpoint", values, ENDPOINT_FIELDS
         )
-        data = self.graphql(f"updating endpoint {endpoint_id!r}", query)
-        return dict(data["saveEndpoint"])
+        return dict(saved)
 
     def scale_endpoint_to_zero(self, endpoint: dict[str, Any]) -> None:
         """Set an endpoint's min and max workers to 0 (needed before deleting it)."""
-        self.update_endpoint(
-            str(endpoint["id"]),
-            {
-                "name": endpoint.get("name"),
-                "templateId": endpoint.get("templateId"),
-                "gpuIds": endpoint.get("gpuIds"),
-                "workersMin": 0,
-                "workersMax": 0,
-            },
-        )
+        self.update_endpoint(str(endpoint["id"]), {"workersMin": 0, "workersMax": 0})
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         """Delete an endpoint (its workers must be scaled to 0 first)."""
@@ -539,15 +513,11 @@ class RunPodClient:
         self.graphql(f"deleting endpoint {endpoint_id!r}", query)
 
     def endpoint_health(self, endpoint_id: str) -> dict[str, Any]:
-        """Workers and queue of an endpoint (SDK ``Endpoint.health``)."""
-
-        def call() -> dict[str, Any]:
-            with self._sdk() as sdk:
-                endpoint = sdk.Endpoint(endpoint_id)
-            result: dict[str, Any] = endpoint.health(timeout=10)
-            return result
-
-        return self._retrying(f"reading health of endpoint {endpoint_id!r}", call)
+        """Workers and queue of an endpoint (``GET /health``)."""
+        result: dict[str, Any] = self._endpoint_http(
+            f"reading health of endpoint {endpoint_id!r}", "GET", endpoint_id, "health", None, 10
+        )
+        return result
 
     def submit_job(self, endpoint_id: str, job_input: dict[str, Any]) -> str:
         """Queue a job (``POST /run``) and return its id."""
@@ -617,30 +587,42 @@ class RunPodClient:
         volume_in_gb: int = 0,
         network_volume_id: str | None = None,
         volume_mount_path: str = "/workspace",
+        allowed_cuda_versions: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Rent an on-demand GPU pod (SDK ``create_pod``, every string escaped)."""
+        """Rent an on-demand GPU pod (``podFindAndDeployOnDemand``).
 
-        def call() -> dict[str, Any]:
-            with self._sdk() as sdk:
-                result: dict[str, Any] = sdk.create_pod(
-                    name=sdk_escape(name),
-                    image_name=sdk_escape(image_name),
-                    gpu_type_id=sdk_escape(gpu_type_id),
-                    cloud_type=cloud_type,
-                    gpu_count=int(gpu_count),
-                    container_disk_in_gb=int(container_disk_in_gb),
-                    volume_in_gb=int(volume_in_gb),
-                    docker_args=sdk_escape(docker_args),
-                    ports=sdk_escape(ports),
-                    env={sdk_escape(k): sdk_escape(str(v)) for k, v in env.items()},
-                    network_volume_id=sdk_escape(network_volume_id) if network_volume_id else None,
-                    volume_mount_path=sdk_escape(volume_mount_path),
-                    start_ssh=False,
-                    support_public_ip=True,
-                )
-                return result
+        Args:
+            allowed_cuda_versions: Host CUDA versions the image runs on (e.g. ``["13.0"]``);
+                None lets RunPod pick any host.
 
-        return self._retrying(f"renting a {gpu_count} x {gpu_type_id} pod {name!r}", call)
+        Raises:
+            RunPodCapacityError: No instance of ``gpu_type_id`` is free (nothing created).
+        """
+        fields = _pod_fields(
+            name=name,
+            image_name=image_name,
+            gpu_type_id=gpu_type_id,
+            gpu_count=gpu_count,
+            cloud_type=cloud_type,
+            container_disk_in_gb=container_disk_in_gb,
+            docker_args=docker_args,
+            ports=ports,
+            env=env,
+            volume_in_gb=volume_in_gb,
+            volume_mount_path=volume_mount_path,
+            allowed_cuda_versions=allowed_cuda_versions,
+        )
+        fields["startSsh"] = False
+        fields["supportPublicIp"] = True
+        if network_volume_id:
+            fields["networkVolumeId"] = network_volume_id
+        pod = self._mutation(
+            f"renting a {gpu_count} x {gpu_type_id} pod {name!r}",
+            "podFindAndDeployOnDemand",
+            fields,
+            "id imageName env machineId machine { podHostId }",
+        )
+        return dict(pod)
 
     def create_spot_pod(
         self,
@@ -657,70 +639,159 @@ class RunPodClient:
         env: dict[str, str],
         volume_in_gb: int = 0,
         volume_mount_path: str = "/workspace",
+        allowed_cuda_versions: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Rent an interruptible (spot) pod (``podRentInterruptable``; not in the SDK).
+        """Rent an interruptible (spot) pod (``podRentInterruptable``).
 
         Spot pods are stopped without notice when outbid; use them only for work that
         can restart.
         """
-        fields = {
-            "bidPerGpu": float(bid_per_gpu),
-            "cloudType": Enum(cloud_type),
-            "gpuCount": int(gpu_count),
-            "volumeInGb": int(volume_in_gb),
-            "containerDiskInGb": int(container_disk_in_gb),
-            "minVcpuCount": 1,
-            "minMemoryInGb": 1,
-            "gpuTypeId": gpu_type_id,
-            "name": name,
-            "imageName": image_name,
-            "dockerArgs": docker_args,
-            "ports": ports,
-            "volumeMountPath": volume_mount_path,
-            "env": env_list(env),
-        }
-        query = (
-            "mutation { podRentInterruptable(input: "
-            + gql_value(fields)
-            + ") { id imageName env machineId machine { podHostId } } }"
+        fields = _pod_fields(
+            name=name,
+            image_name=image_name,
+            gpu_type_id=gpu_type_id,
+            gpu_count=gpu_count,
+            cloud_type=cloud_type,
+            container_disk_in_gb=container_disk_in_gb,
+            docker_args=docker_args,
+            ports=ports,
+            env=env,
+            volume_in_gb=volume_in_gb,
+            volume_mount_path=volume_mount_path,
+            allowed_cuda_versions=allowed_cuda_versions,
         )
-        data = self.graphql(f"renting a spot {gpu_count} x {gpu_type_id} pod {name!r}", query)
-        return dict(data["podRentInterruptable"])
+        fields = {"bidPerGpu": float(bid_per_gpu), **fields}
+        pod = self._mutation(
+            f"renting a spot {gpu_count} x {gpu_type_id} pod {name!r}",
+            "podRentInterruptable",
+            fields,
+            "id imageName env machineId machine { podHostId }",
+        )
+        return dict(pod)
 
     def get_pod(self, pod_id: str) -> dict[str, Any] | None:
         """A pod with its runtime (None once it is gone)."""
-
-        def call() -> dict[str, Any] | None:
-            with self._sdk() as sdk:
-                pod = sdk.get_pod(sdk_escape(pod_id))
-                return dict(pod) if pod else None
-
-        return self._retrying(f"reading pod {pod_id!r}", call)
+        query = f"query Pod {{ pod(input: {gql_value({'podId': pod_id})}) {{ {POD_FIELDS} }} }}"
+        pod = self.graphql(f"reading pod {pod_id!r}", query).get("pod")
+        return dict(pod) if pod else None
 
     def list_pods(self) -> list[dict[str, Any]]:
-        """The account's pods (SDK ``get_pods``)."""
-
-        def call() -> list[dict[str, Any]]:
-            with self._sdk() as sdk:
-                return list(sdk.get_pods() or [])
-
-        return self._retrying("listing pods", call)
+        """The account's pods."""
+        query = f"query Pods {{ myself {{ pods {{ {POD_FIELDS} }} }} }}"
+        data = self.graphql("listing pods", query)
+        return list((data.get("myself") or {}).get("pods") or [])
 
     def terminate_pod(self, pod_id: str) -> None:
-        """Terminate a pod (SDK ``terminate_pod``); its disk is deleted with it."""
-
-        def call() -> None:
-            with self._sdk() as sdk:
-                sdk.terminate_pod(sdk_escape(pod_id))
-
-        self._retrying(f"terminating pod {pod_id!r}", call)
+        """Terminate a pod (``podTerminate``); its disk is deleted with it."""
+        query = f"mutation {{ podTerminate(input: {gql_value({'podId': pod_id})}) }}"
+        self.graphql(f"terminating pod {pod_id!r}", query)
 
 
-class _HttpStatusError(Exception):
-    """An HTTP error status from a direct call (internal: translated by ``_retrying``)."""
+def stamp_created(name: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus ``TUNESHIP_CREATED_AT`` (now) for a ``tuneship-`` resource.
 
-    def __init__(self, status: int, message: str, retry_after: str | None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
+    RunPod's GraphQL does not say when a pod or template was created; the janitor reads
+    this stamp to find old ones.
+    """
+    if not name.startswith("tuneship-") or CREATED_AT_ENV in env:
+        return dict(env)
+    return {**env, CREATED_AT_ENV: str(int(time.time()))}
+
+
+def created_at(resource: dict[str, Any]) -> float | None:
+    """When tuneship created a pod or template (epoch seconds), or None if unknown.
+
+    Read from the pod's ``TUNESHIP_CREATED_AT`` env stamp or the template's readme.
+    """
+    stamp = env_dict(resource.get("env")).get(CREATED_AT_ENV)
+    readme = str(resource.get("readme") or "")
+    if stamp is None and readme.startswith(README_PREFIX):
+        stamp = readme.removeprefix(README_PREFIX).split(";", 1)[0]
+    try:
+        return float(stamp) if stamp is not None else None
+    except ValueError:
+        return None
+
+
+def endpoint_fields(
+    *,
+    name: str,
+    template_id: str,
+    gpu_ids: str,
+    gpu_count: int,
+    workers_min: int,
+    workers_max: int,
+    idle_timeout: int,
+    scaler_type: str,
+    scaler_value: int,
+    flashboot: bool,
+    allowed_cuda_versions: str | None,
+    network_volume_id: str | None,
+) -> dict[str, Any]:
+    """The full ``saveEndpoint`` input (RunPod replaces the whole endpoint on every save)."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "templateId": template_id,
+        "gpuIds": gpu_ids,
+        "gpuCount": int(gpu_count),
+        "workersMin": int(workers_min),
+        "workersMax": int(workers_max),
+        "idleTimeout": int(idle_timeout),
+        "scalerType": scaler_type,
+        "scalerValue": int(scaler_value),
+        "networkVolumeId": network_volume_id or "",
+        "locations": "",
+        "flashBootType": Enum("FLASHBOOT" if flashboot else "OFF"),
+    }
+    if allowed_cuda_versions:
+        fields["allowedCudaVersions"] = allowed_cuda_versions
+    return fields
+
+
+def _pod_fields(
+    *,
+    name: str,
+    image_name: str,
+    gpu_type_id: str,
+    gpu_count: int,
+    cloud_type: str,
+    container_disk_in_gb: int,
+    docker_args: str,
+    ports: str,
+    env: dict[str, str],
+    volume_in_gb: int,
+    volume_mount_path: str,
+    allowed_cuda_versions: list[str] | None,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": name,
+        "imageName": image_name,
+        "gpuTypeId": gpu_type_id,
+        "gpuCount": int(gpu_count),
+        "cloudType": Enum(cloud_type),
+        "containerDiskInGb": int(container_disk_in_gb),
+        "volumeInGb": int(volume_in_gb),
+        "minVcpuCount": 1,
+        "minMemoryInGb": 1,
+        "dockerArgs": docker_args,
+        "ports": ports,
+        "volumeMountPath": volume_mount_path,
+        "env": env_list(stamp_created(name, env)),
+    }
+    if allowed_cuda_versions:
+        fields["allowedCudaVersions"] = list(allowed_cuda_versions)
+    return fields
+
+
+def _error_message(text: str) -> str:
+    """RunPod's error text from an error body (GraphQL ``errors`` or ``{"error": ...}``)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict):
+        if data.get("errors"):
+            return str(data["errors"][0].get("message", text))
+        if data.get("error"):
+            return str(data["error"])
+    return text

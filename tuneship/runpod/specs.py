@@ -32,6 +32,7 @@ WORKER_REPO = "runpod/worker-v1-vllm"
 POD_REPO = "vllm/vllm-openai"
 POD_PORT = 8000
 SECONDS_PER_DAY = 86_400
+MIN_WORKER_VERSION = (2, 24, 0)
 _TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 _SLUG = re.compile(r"[^a-z0-9-]+")
 
@@ -73,16 +74,30 @@ def worker_cuda_versions(image: str) -> list[str]:
             "vllm/vllm-openai never takes serverless jobs: requests stay in the queue)"
         )
     version = tuple(int(x) for x in match.groups())
-    if version >= (2, 19, 0):
+    if version < MIN_WORKER_VERSION:
+        raise ConfigError(
+            f"serve.runpod.worker_image={image!r}: worker-vllm releases before v2.24 are "
+            "refused: they do not answer the readiness job ({'route': '/v1/models'}) and "
+            "read their variables differently (TENSOR_PARALLEL_SIZE, MAX_MODEL_LEN), so the "
+            "endpoint would look stuck; use runpod/worker-v1-vllm:v2.25.2"
+        )
+    return ["13.0"]  # v2.19 and later are built on CUDA 13.0
+
+
+def pod_cuda_versions(image: str) -> list[str] | None:
+    """Host CUDA versions a pod image runs on (``allowedCudaVersions``), None if unknown.
+
+    ``vllm/vllm-openai`` v0.27 and later are built on CUDA 13.0 (a host driver for 13.0 is
+    needed); earlier releases since v0.9 on CUDA 12.8, which newer drivers also run.
+    """
+    repo, tag = _split_image(image)
+    match = _TAG.match(tag)
+    if not repo.endswith("vllm-openai") or not match:
+        return None
+    version = tuple(int(x) for x in match.groups())
+    if version >= (0, 27, 0):
         return ["13.0"]
-    if version >= (2, 14, 0):
-        return ["12.8", "12.9"]
-    if version >= (2, 11, 0):
-        return ["12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]
-    raise ConfigError(
-        f"serve.runpod.worker_image={image!r}: releases before v2.11 are not supported "
-        "(their variables differ); use v2.24.0 or later"
-    )
+    return ["12.8", "12.9", "13.0"]
 
 
 def check_pod_image(image: str) -> None:

@@ -22,13 +22,14 @@ from typing import Any
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
-from tuneship.runpod.errors import RunPodCapacityError
+from tuneship.runpod.gpu_choice import GpuChoice, rent_first_available
 from tuneship.runpod.specs import (
     POD_PORT,
     RunPodPlan,
     check_budget,
     check_pod_image,
     plan_pod,
+    pod_cuda_versions,
     resource_name,
 )
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
@@ -46,6 +47,33 @@ from tuneship.serving.runpod_base import (
 from tuneship.serving.runpod_serverless import require_hub_id
 
 log = logging.getLogger(__name__)
+
+
+class RestartWatch:
+    """Counts container restarts from a pod's ``runtime.uptimeInSeconds`` going back.
+
+    RunPod keeps a pod whose container crashes at start-up RUNNING and restarts the
+    container; only its uptime shows it (it falls back to 0 at each restart).
+
+    Args:
+        limit: Restarts after which the container counts as crash-looping.
+    """
+
+    def __init__(self, limit: int = 2) -> None:
+        self.limit = limit
+        self.count = 0
+        self._last: float | None = None
+
+    def crash_looping(self, pod: dict[str, Any] | None) -> bool:
+        """Record one reading of the pod; True once ``limit`` restarts were seen."""
+        runtime = (pod or {}).get("runtime") or {}
+        uptime = runtime.get("uptimeInSeconds")
+        if uptime is None:
+            return False
+        if self._last is not None and float(uptime) < self._last:
+            self.count += 1
+        self._last = float(uptime)
+        return self.count >= self.limit
 
 
 def http_port_ready(pod: dict[str, Any] | None, port: int = POD_PORT) -> bool:
@@ -200,30 +228,27 @@ class RunPodPodTarget(RunPodTargetBase):
         env: dict[str, str],
     ) -> tuple[dict[str, Any], str]:
         rp = options.runpod
-        refused: list[str] = []
-        for gpu_id in plan.gpu_ids:
-            try:
-                pod = client.create_pod(
-                    name=rname,
-                    image_name=rp.pod_image,
-                    gpu_type_id=gpu_id,
-                    gpu_count=plan.gpu_count,
-                    cloud_type=rp.cloud_type,
-                    container_disk_in_gb=plan.container_disk_gb,
-                    docker_args=docker_args,
-                    ports=f"{POD_PORT}/http",
-                    env=env,
-                    network_volume_id=rp.network_volume_id,
-                )
-                return pod, gpu_id
-            except RunPodCapacityError as exc:
-                log.warning("no %s capacity: %s", gpu_id, exc)
-                refused.append(gpu_id)
-        raise RunPodCapacityError(
-            f"RunPod has no capacity for {plan.gpu_count} x any of {refused} "
-            f"({rp.cloud_type} cloud) right now. Nothing was created. Try serve.runpod."
-            "cloud_type ALL, more GPU types (serve.runpod.gpu_types), or later"
+        choices = [GpuChoice(g, rp.cloud_type, plan.usd_per_hour.get(g)) for g in plan.gpu_ids]
+
+        def create(choice: GpuChoice) -> dict[str, Any]:
+            return client.create_pod(
+                name=rname,
+                image_name=rp.pod_image,
+                gpu_type_id=choice.gpu_type_id,
+                gpu_count=plan.gpu_count,
+                cloud_type=choice.cloud_type,
+                container_disk_in_gb=plan.container_disk_gb,
+                docker_args=docker_args,
+                ports=f"{POD_PORT}/http",
+                env=env,
+                network_volume_id=rp.network_volume_id,
+                allowed_cuda_versions=pod_cuda_versions(rp.pod_image),
+            )
+
+        pod, choice = rent_first_available(
+            choices, create, what=f"{plan.gpu_count} GPU(s) for pod {rname} ({rp.cloud_type} cloud)"
         )
+        return pod, choice.gpu_type_id
 
     def wait_until_ready(
         self, client: RunPodClient, info: RunPodDeploymentInfo, options: ServeConfig
@@ -237,17 +262,29 @@ class RunPodPodTarget(RunPodTargetBase):
         base = info.url.removesuffix("/v1")
         pause = min(1.0, self.poll_interval_s)
         stage = "the container to start (runtime and port 8000)"
+        restarts = RestartWatch()
         while True:
-            if stage.startswith("the container"):
-                pod = client.get_pod(str(info.pod_id))
-                if pod is None or pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
-                    status = pod.get("desiredStatus") if pod else "gone"
-                    raise ServingError(
-                        f"pod {info.resource_name} ({info.pod_id}) is {status} before vLLM "
-                        "answered; read its logs in the RunPod console (Pods > Logs)"
-                    )
-                if http_port_ready(pod):
-                    stage = "vLLM to answer /health through the proxy"
+            # The pod is read on every round, also while waiting for vLLM: a container
+            # that crashes after its port came up restarts, and only its uptime shows it.
+            pod = client.get_pod(str(info.pod_id))
+            if pod is None or pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
+                status = pod.get("desiredStatus") if pod else "gone"
+                raise ServingError(
+                    f"pod {info.resource_name} ({info.pod_id}) is {status} before vLLM "
+                    "answered; read its logs in the RunPod console (Pods > Logs)"
+                )
+            if restarts.crash_looping(pod):
+                raise ServingError(
+                    f"pod {info.resource_name} ({info.pod_id}): its container keeps "
+                    f"restarting ({restarts.count} restarts seen in the pod's uptime): vLLM "
+                    "crashes at start-up. Usual causes: the GPU does not suit the image "
+                    "(CUDA driver, AMD or MIG), too little memory for the model "
+                    "(serve.max_model_len, gpu_memory_utilization) or a bad vLLM flag; "
+                    "read the pod's logs in the RunPod console (Pods > Logs). The pod was "
+                    "terminated."
+                )
+            if stage.startswith("the container") and http_port_ready(pod):
+                stage = "vLLM to answer /health through the proxy"
             if stage.startswith("vLLM"):
                 try:
                     status_code, _ = http_get(f"{base}/health", None)

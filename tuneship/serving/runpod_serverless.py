@@ -20,7 +20,7 @@ from typing import Any
 
 from tuneship.config import ServeConfig
 from tuneship.errors import ConfigError, ServingError, TuneshipError
-from tuneship.runpod.client import RunPodClient
+from tuneship.runpod.client import RunPodClient, endpoint_fields
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
@@ -255,21 +255,21 @@ class RunPodServerlessTarget(RunPodTargetBase):
                 network_volume_id=rp.network_volume_id,
             )
             return str(created["id"])
-        fields: dict[str, Any] = {
-            "name": rname,
-            "templateId": template_id,
-            "gpuIds": ",".join(plan.gpu_ids),
-            "gpuCount": plan.gpu_count,
-            "workersMin": rp.workers_min,
-            "workersMax": rp.workers_max,
-            "idleTimeout": rp.idle_timeout_s,
-            "scalerType": rp.scaler_type,
-            "scalerValue": rp.scaler_value,
-            "allowedCudaVersions": ",".join(cuda),
-            "networkVolumeId": rp.network_volume_id or "",
-        }
-        if rp.flashboot:
-            fields["flashBootType"] = "FLASHBOOT"
+        # RunPod replaces the whole endpoint on a save: send every field.
+        fields = endpoint_fields(
+            name=rname,
+            template_id=template_id,
+            gpu_ids=",".join(plan.gpu_ids),
+            gpu_count=plan.gpu_count,
+            workers_min=rp.workers_min,
+            workers_max=rp.workers_max,
+            idle_timeout=rp.idle_timeout_s,
+            scaler_type=rp.scaler_type,
+            scaler_value=rp.scaler_value,
+            flashboot=rp.flashboot,
+            allowed_cuda_versions=",".join(cuda),
+            network_volume_id=rp.network_volume_id,
+        )
         client.update_endpoint(str(existing["id"]), fields)
         return str(existing["id"])
 
