@@ -30,6 +30,7 @@ from tuneship.tasks.serving import (
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
+from tuneship.training.merge import describe_merge_check
 from tuneship.training import MergeJobSpec, TrainJobSpec
 from tuneship.validation import check_before_training, check_credentials, fetch_base_model
 
@@ -61,6 +62,7 @@ class RunSummary(BaseModel):
     eval_loss: float | None
     gate: str
     merged_dir: str
+    merge_check: str = ""
     package_dir: str
     published: PublishResult
     registry_url: str
@@ -317,6 +319,7 @@ def finetune_and_deploy(
         eval_loss=trained.eval_loss,
         gate=gate.message,
         merged_dir=merged.merged_dir,
+        merge_check=describe_merge_check(merged),
         package_dir=package.path,
         published=published,
         registry_url=config.registry_url(),
@@ -440,6 +443,7 @@ def render_summary(summary: RunSummary) -> str:
         ("data", f"{summary.n_train} train / {summary.n_eval} eval rows"),
         ("dataset fingerprint", summary.dataset_fingerprint[:16]),
         ("eval", summary.gate),
+        *((("merge check", summary.merge_check),) if summary.merge_check else ()),
         ("packaged model", summary.package_dir),
         ("published", f"{summary.published.target}: {summary.published.location}"),
         ("revision", summary.published.revision),
