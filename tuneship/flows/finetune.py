@@ -30,8 +30,8 @@ from tuneship.tasks.serving import (
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
-from tuneship.training.merge import describe_merge_check
 from tuneship.training import MergeJobSpec, TrainJobSpec
+from tuneship.training.merge import describe_merge_check
 from tuneship.validation import check_before_training, check_credentials, fetch_base_model
 
 
@@ -46,6 +46,7 @@ class DeploymentSummary(BaseModel):
     question: str
     answer: str
     latency_s: float
+    reference_answer: str = ""
 
 
 class RunSummary(BaseModel):
@@ -277,7 +278,7 @@ def finetune_and_deploy(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
     )
     if should_check_with_vllm(config, package.path):
-        check_loads_in_vllm(config, package.path)
+        check_loads_in_vllm(config, package.path, prepared.eval_path)
     else:
         logger.info(
             "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
@@ -335,6 +336,16 @@ def finetune_and_deploy(
     return summary
 
 
+@task(name="reference-answer", cache_policy=NO_CACHE)
+def reference_answer_task(model_dir: str, config: PipelineConfig) -> str:
+    """Return transformers' greedy answer to the smoke question on the served folder."""
+    from tuneship.serving.engine_check import reference_chat_answer
+
+    return reference_chat_answer(
+        model_dir, config.serve.smoke_prompt, config.serve.smoke_system_prompt
+    )
+
+
 def serve_and_smoke_test(
     config: PipelineConfig, model_dir: str, model_name: str, model_version: str
 ) -> DeploymentSummary:
@@ -367,7 +378,8 @@ def serve_and_smoke_test(
         registry_url=config.registry_url(),
     ) as info:
         get_logger().info("deployed: %s (model %s)", info.url, info.served_model_name)
-        question, answer, latency = "", "", 0.0
+        question, answer, latency, reference = "", "", 0.0, ""
+        logger = get_logger()
         if config.serve.smoke_test:
             smoke = smoke_test_endpoint(
                 info.url,
@@ -379,6 +391,9 @@ def serve_and_smoke_test(
                 config.serve.smoke_system_prompt,
             )
             question, answer, latency = smoke.prompt, smoke.answer, smoke.latency_s
+            if config.serve.smoke_temperature == 0:
+                reference = reference_answer_task(model_dir, config)
+                logger.info("smoke test: served %r, transformers %r", answer, reference)
         create_markdown_artifact(
             markdown=f"[{info.url}]({info.url}) serving `{info.served_model_name}`",
             key=artifact_key(config.name, "endpoint"),
@@ -393,6 +408,7 @@ def serve_and_smoke_test(
             question=question,
             answer=answer,
             latency_s=latency,
+            reference_answer=reference,
         )
 
 
@@ -453,4 +469,8 @@ def render_summary(summary: RunSummary) -> str:
         dep = summary.deployment
         state = "still running" if dep.kept_running else "stopped at the end of the run"
         rows.append(("endpoint", f"{dep.url} (model {dep.served_model_name}; {state})"))
+        if dep.question:
+            rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
+        if dep.reference_answer:
+            rows.append(("transformers answer", repr(dep.reference_answer)))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

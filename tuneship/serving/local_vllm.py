@@ -35,6 +35,7 @@ from tuneship.serving.gpu_select import (
     plan_serving,
     planner_option,
     read_local_gpus,
+    read_model_config,
 )
 from tuneship.serving.process import process_start_time, register_child, stop_process_group
 
@@ -283,6 +284,22 @@ class LocalVllmTarget:
         """Return where and how ``model`` would be served (no process is started)."""
         return plan_serving(model, options, gpus=self.gpus)
 
+    def _with_engine_dtype(
+        self, model: str, options: ServeConfig, plan: ServingPlan
+    ) -> tuple[ServeConfig, ServingPlan]:
+        """Return options with the dtype vLLM should compute in, and a plan that says so."""
+        from tuneship.serving.engine_dtype import choose_engine_dtype
+
+        dtype, why = choose_engine_dtype(options.dtype, plan.backend, read_model_config(model))
+        if dtype != options.dtype:
+            # Re-plan: the KV cache per token depends on the dtype.
+            options = options.model_copy(update={"dtype": dtype})
+            plan = self.plan(model, options)
+        note = f"dtype {dtype}: {why}"
+        if note not in plan.notes:
+            plan = plan.model_copy(update={"notes": [*plan.notes, note]})
+        return options, plan
+
     def deploy(
         self,
         model: str | Path,
@@ -313,6 +330,7 @@ class LocalVllmTarget:
         model_is_local = local.is_dir()
         model_arg = str(local.resolve()) if model_is_local else str(model)
         plan = plan or self.plan(model_arg, options)
+        options, plan = self._with_engine_dtype(model_arg, options, plan)
         served = options.served_model_name or name
         port = options.port or find_free_port(options.host)
         api_key = (

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig, ServeConfig
+from tuneship.serving.engine_check import EngineComparison
 from tuneship.serving.gpu_select import ServingPlan
 from tuneship.serving.smoke import SmokeResult
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
@@ -30,11 +31,14 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
     Returns:
         The plan the server is started with.
     """
-    from tuneship.serving.gpu_select import plan_serving
+    from tuneship.serving.engine_dtype import choose_engine_dtype
+    from tuneship.serving.gpu_select import plan_serving, read_model_config
 
     plan = plan_serving(model_dir, serve)
+    dtype, why_dtype = choose_engine_dtype(serve.dtype, plan.backend, read_model_config(model_dir))
     rows: list[dict[str, Any]] = [
         {"setting": "backend", "value": plan.backend},
+        {"setting": "dtype", "value": f"{dtype} ({why_dtype})"},
         {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
         {"setting": "tensor_parallel_size", "value": plan.tensor_parallel_size},
         {"setting": "gpu_memory_utilization", "value": plan.gpu_memory_utilization or "-"},
@@ -48,8 +52,9 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
         description="How the model will be served, and why",
     )
     get_logger().info(
-        "serving plan: %s, TP %d, max_model_len %s",
+        "serving plan: %s, dtype %s, TP %d, max_model_len %s",
         plan.backend,
+        dtype,
         plan.tensor_parallel_size,
         plan.max_model_len,
     )
@@ -143,36 +148,70 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
 
 
 @task(name="load-check-with-vllm", cache_policy=NO_CACHE)
-def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult:
-    """Start vLLM on the packaged folder and send one request, before anything is published.
+def check_loads_in_vllm(
+    config: PipelineConfig, package_dir: str, eval_path: str | None = None
+) -> list[EngineComparison]:
+    """Serve the packaged folder with vLLM and check it answers as transformers does.
 
+    The engine's greedy continuations of the smoke question and a few eval prompts are
+    scored by transformers (float32) on the same folder, before anything is published.
     The server is always stopped at the end (and on any failure).
 
     Args:
         config: The run's configuration (its ``serve`` section says how to start vLLM).
         package_dir: The packaged model folder.
+        eval_path: The run's eval rows, whose prompts are also checked.
 
     Returns:
-        The smoke test's measurements.
+        Per prompt: the engine's and transformers' answers and the log-probability gap.
 
     Raises:
+        EngineMismatchError: The engine's answers are not transformers' (both are quoted,
+            with the likely cause).
         ServingError: vLLM could not load or serve the model; its own message is quoted.
     """
+    from tuneship.serving.engine_check import (
+        ReferenceModel,
+        check_prompts,
+        compare_with_engine,
+        raise_on_mismatch,
+    )
+    from tuneship.serving.engine_dtype import choose_engine_dtype
+    from tuneship.serving.gpu_select import read_model_config
     from tuneship.serving.lifecycle import managed_deployment
-    from tuneship.serving.smoke import run_smoke_test
 
+    chats = check_prompts(config.serve.smoke_prompt, config.serve.smoke_system_prompt, eval_path)
+    reference = ReferenceModel(package_dir)
     options = config.serve.model_copy(update={"target": "local", "keep_serving": False})
     with managed_deployment(
         package_dir, options, name=f"{config.name}-load-check", keep=False
     ) as info:
-        result = run_smoke_test(
-            info.url,
-            info.api_key,
-            info.served_model_name,
-            max_tokens=8,
-            temperature=max(config.serve.smoke_temperature, 0.7),
+        comparisons = compare_with_engine(
+            reference, chats, info.url, info.api_key, info.served_model_name
         )
-    get_logger().info(
-        "vLLM load check passed: %s answered in %.2fs", info.served_model_name, result.latency_s
+    dtype, _ = choose_engine_dtype(
+        options.dtype, info.backend or "cpu", read_model_config(package_dir)
     )
-    return result
+    create_table_artifact(
+        table=[
+            {
+                "prompt": c.prompt[:80],
+                "vLLM": c.engine_answer,
+                "transformers": c.reference_answer,
+                "max log-prob gap": round(c.max_gap, 3),
+            }
+            for c in comparisons
+        ],
+        key=artifact_key(config.name, "engine-check"),
+        description=f"vLLM ({dtype}) against transformers on the packaged folder",
+    )
+    raise_on_mismatch(comparisons, dtype)
+    get_logger().info(
+        "vLLM load check passed (%s): %d prompts answered as transformers does, largest "
+        "log-prob gap %.3f; e.g. %r",
+        dtype,
+        len(comparisons),
+        max(c.max_gap for c in comparisons),
+        comparisons[0].engine_answer[:80],
+    )
+    return comparisons

@@ -238,10 +238,7 @@ def lost_finetune(
 
 def describe_merge_check(result: MergeResult) -> str:
     """Return one line with the merge check's figures, for logs and the run summary."""
-    if result.merged:
-        what = "merged"
-    else:
-        what = "exported"
+    what = "merged" if result.merged else "exported"
     return (
         f"{what} {result.dtype} model vs float32 reference: max |logit diff| "
         f"{result.max_abs_logit_diff:.3g} (tolerance {result.tolerance:.3g}; unmerged "
@@ -255,6 +252,7 @@ def _trained_logits(
     spec: MergeJobSpec, dtype: str, tokenizer: Any, texts: list[str]
 ) -> tuple[Any, list[torch.Tensor]]:
     """Load the trained model in ``dtype``; return it (a PeftModel for adapters) and logits."""
+    model: Any
     if spec.is_adapter:
         from peft import PeftModel
 
@@ -347,20 +345,18 @@ def run_merge(spec: MergeJobSpec) -> MergeResult:
             f"{to_reference.top1_agreement:.1%}, base alone "
             f"{base_vs_reference.top1_agreement:.1%})"
         )
+        if lost_finetune(to_reference.mean_abs, to_base.mean_abs, effect.mean_abs, noise.mean_abs):
+            raise MergeError(
+                f"the merged model lost the fine-tune: its logits are nearer the base model "
+                f"(mean abs difference {to_base.mean_abs:.4g}) than base + adapter "
+                f"({to_reference.mean_abs:.4g}) {figures}; the merged folder was removed"
+            )
         diff = to_reference.max_abs
         if not math.isfinite(diff) or diff > tolerance:
             raise MergeError(
                 f"merged model differs from base + adapter: max abs logit difference "
                 f"{diff:.6g} from the float32 reference > tolerance {tolerance:.6g} "
                 f"{figures}; the merged folder was removed"
-            )
-        if lost_finetune(
-            to_reference.mean_abs, to_base.mean_abs, effect.mean_abs, noise.mean_abs
-        ):
-            raise MergeError(
-                f"the merged model lost the fine-tune: its logits are nearer the base model "
-                f"(mean abs difference {to_base.mean_abs:.4g}) than base + adapter "
-                f"({to_reference.mean_abs:.4g}) {figures}; the merged folder was removed"
             )
         if effect.mean_abs <= noise.mean_abs:
             logger.warning(

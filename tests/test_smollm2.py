@@ -1,0 +1,110 @@
+"""SmolLM2-135M-Instruct offline: the converted folder, a LoRA fine-tune through the whole
+pipeline (bf16 merge check, vLLM engine check, publish), and an engine that disagrees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneship.config import load_config
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).parents[1] / "deployments" / "smollm2.yaml"
+
+
+def _ask(model_dir: Path, question: str) -> str:
+    from tuneship.serving.engine_check import reference_chat_answer
+
+    return reference_chat_answer(model_dir, question, None, max_tokens=12)
+
+
+def test_converted_smollm2_is_a_plain_bf16_chat_model(smollm2_dir: Path) -> None:
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and "quantization_config" not in config
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    template = (smollm2_dir / "chat_template.jinja").read_text()
+    assert "<|im_start|>" in template
+    assert "Paris" in _ask(smollm2_dir, "What is the capital of France?")
+
+
+def test_base_reference_resolves_to_the_cached_folder(
+    smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneship.base_model import resolve_base_model
+    from tuneship.demo.smollm2 import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(smollm2_dir.parent))
+    cfg = load_config(EXAMPLE)
+    assert cfg.model.base == "tuneship-demo://smollm2"
+    assert resolve_base_model(cfg.model) == smollm2_dir
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_lora_finetune_of_bf16_smollm2_passes_the_checks_and_publishes(
+    smollm2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuneship.demo.smollm2 import CACHE_ENV
+    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.serving.engine import EngineNotFoundError, find_engine_python
+
+    monkeypatch.setenv(CACHE_ENV, str(smollm2_dir.parent))
+    try:
+        engine = f"serve.engine_python={find_engine_python()}"
+        load_check = "publish.vllm_load_check=on"
+    except EngineNotFoundError:
+        engine, load_check = "serve.target=none", "publish.vllm_load_check=off"
+    cfg = load_config(
+        EXAMPLE,
+        [
+            "training.max_steps=8",
+            "training.eval_steps=8",
+            "serve.target=none",
+            load_check,
+            engine,
+            f"workdir={tmp_path / 'run'}",
+            f"publish.store_path={tmp_path / 'store'}",
+            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+        ],
+    )
+    summary = finetune_and_deploy(cfg)
+
+    assert summary.eval_loss is not None and summary.base_eval_loss is not None
+    assert summary.eval_loss < summary.base_eval_loss
+    assert "bfloat16 model vs float32 reference" in summary.merge_check
+    folder = Path(summary.published.location)
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    assert (folder / "chat_template.jinja").is_file()
+
+
+def test_engine_in_bf16_on_cpu_fails_the_check_with_both_answers(smollm2_dir: Path) -> None:
+    """vLLM's CPU kernels in bf16 answer nonsense for SmolLM2; the check must say so."""
+    from _serving_helpers import engine_python_or_skip, tiny_serve_options
+
+    from tuneship.serving.engine_check import (
+        EngineMismatchError,
+        ReferenceModel,
+        check_prompts,
+        compare_with_engine,
+        raise_on_mismatch,
+    )
+    from tuneship.serving.gpu_select import read_local_gpus
+    from tuneship.serving.lifecycle import managed_deployment
+
+    if read_local_gpus():
+        pytest.skip("this checks vLLM's CPU backend")
+    options = tiny_serve_options(engine_python_or_skip(), dtype="bfloat16")
+    reference = ReferenceModel(smollm2_dir)
+    chats = check_prompts("What is the capital of France?", None, None)
+    with managed_deployment(smollm2_dir, options, name="smollm2-bf16", keep=False) as info:
+        comparisons = compare_with_engine(
+            reference, chats, info.url, info.api_key, info.served_model_name
+        )
+    with pytest.raises(EngineMismatchError) as caught:
+        raise_on_mismatch(comparisons, "bfloat16")
+    message = str(caught.value)
+    assert comparisons[0].reference_answer in message and "Paris" in message
+    assert comparisons[0].engine_answer in message
+    assert "serve.dtype: float32" in message
