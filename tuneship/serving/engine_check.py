@@ -4,7 +4,8 @@ An engine can load a folder and still compute something else (vLLM's CPU backend
 bf16 answers SmolLM2-135M's "What is the capital of France?" with French nonsense while
 transformers on the same folder says Paris). So the served model's greedy continuations
 of a few prompts are scored by transformers, in float32, on the same folder: each token
-the engine chose must be transformers' top token or within ``max_gap`` nats of it.
+the engine chose (through its chat API, as clients call it) must be transformers' top
+token or within ``max_gap`` nats of it.
 Scoring the engine's own continuation (rather than comparing two texts) tolerates a
 legitimate near-tie that sends the two down different but equally likely paths, and
 still catches a wrong model, whose tokens transformers finds far less likely.
@@ -146,42 +147,43 @@ class ReferenceModel:
 
 
 def engine_continuation(
-    url: str, api_key: str, model: str, prompt_ids: list[int], max_tokens: int
+    url: str, api_key: str, model: str, messages: Messages, max_tokens: int
 ) -> tuple[list[int], str]:
-    """Ask the engine's completions API for a greedy continuation of exact token ids.
+    """Ask the engine's chat API for a greedy answer, with the token ids it chose.
 
-    Token ids (not text) go in, so both sides see the same prompt; vLLM returns its tokens
-    as ``token_id:N`` with ``return_tokens_as_token_ids``.
+    The chat API is what clients call, so the engine's own chat template rendering is
+    checked too; vLLM returns its tokens as ``token_id:N`` with
+    ``return_tokens_as_token_ids``.
 
     Returns:
-        The continuation's token ids and text.
+        The answer's token ids and text.
 
     Raises:
         ServingError: The request failed or returned no token ids.
     """
     import openai
 
-    client = openai.OpenAI(base_url=url, api_key=api_key, timeout=120.0, max_retries=0)
+    client = openai.OpenAI(base_url=url, api_key=api_key, timeout=300.0, max_retries=0)
     try:
-        reply = client.completions.create(
+        reply = client.chat.completions.create(
             model=model,
-            prompt=prompt_ids,
+            messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=0.0,
-            logprobs=1,
+            logprobs=True,
             extra_body={"return_tokens_as_token_ids": True, "skip_special_tokens": False},
         )
     except openai.OpenAIError as exc:
         raise ServingError(f"engine check: {url} model {model!r}: {exc}") from exc
     choice = reply.choices[0]
-    tokens = choice.logprobs.tokens if choice.logprobs and choice.logprobs.tokens else []
+    content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
     try:
-        ids = [int(t.removeprefix("token_id:")) for t in tokens]
+        ids = [int(item.token.removeprefix("token_id:")) for item in content]
     except ValueError:
         raise ServingError(
-            f"engine check: {url} did not return token ids (got {tokens[:3]}); is it vLLM?"
+            f"engine check: {url} did not return token ids (got {content[:3]}); is it vLLM?"
         ) from None
-    return ids, choice.text
+    return ids, choice.message.content or ""
 
 
 def compare_with_engine(
@@ -208,7 +210,7 @@ def compare_with_engine(
     results = []
     for messages in chats:
         prompt_ids = reference.prompt_ids(messages)
-        engine_ids, _ = engine_continuation(url, api_key, model, prompt_ids, max_tokens)
+        engine_ids, _ = engine_continuation(url, api_key, model, messages, max_tokens)
         ref_ids, ref_text = reference.answer(prompt_ids, max_tokens)
         gaps = reference.gaps(prompt_ids, engine_ids)
         results.append(
