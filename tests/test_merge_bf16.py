@@ -47,7 +47,7 @@ def smollm2_adapter(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0.0, 0.002)
+                param.normal_(0.0, 0.02)
     model.save_pretrained(str(out / "adapter"))
     (out / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     return out

@@ -79,32 +79,47 @@ def test_lora_finetune_of_bf16_smollm2_passes_the_checks_and_publishes(
     assert (folder / "chat_template.jinja").is_file()
 
 
-def test_engine_in_bf16_on_cpu_fails_the_check_with_both_answers(smollm2_dir: Path) -> None:
-    """vLLM's CPU kernels in bf16 answer nonsense for SmolLM2; the check must say so."""
-    from _serving_helpers import engine_python_or_skip, tiny_serve_options
+def test_an_engine_computing_another_model_fails_the_check(
+    tiny_model_dir: Path, tiny_model_copy: Path
+) -> None:
+    """The scoring on real models: continuations from a model with other weights (what a
+    wrong engine computes) are far less likely under the reference, and the error quotes
+    both answers. (vLLM in bf16 on this CPU, AVX512-BF16 without AMX, agreed with
+    transformers, so a real disagreeing engine is not available to the test.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     from tuneship.serving.engine_check import (
+        EngineComparison,
         EngineMismatchError,
         ReferenceModel,
-        check_prompts,
-        compare_with_engine,
         raise_on_mismatch,
     )
-    from tuneship.serving.gpu_select import read_local_gpus
-    from tuneship.serving.lifecycle import managed_deployment
 
-    if read_local_gpus():
-        pytest.skip("this checks vLLM's CPU backend")
-    options = tiny_serve_options(engine_python_or_skip(), dtype="bfloat16")
-    reference = ReferenceModel(smollm2_dir)
-    chats = check_prompts("What is the capital of France?", None, None)
-    with managed_deployment(smollm2_dir, options, name="smollm2-bf16", keep=False) as info:
-        comparisons = compare_with_engine(
-            reference, chats, info.url, info.api_key, info.served_model_name
-        )
+    torch.manual_seed(0)
+    other = AutoModelForCausalLM.from_pretrained(str(tiny_model_copy), dtype=torch.float32)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    other.save_pretrained(str(tiny_model_copy))
+    reference = ReferenceModel(tiny_model_dir)
+    wrong = ReferenceModel(tiny_model_copy)
+    messages = [{"role": "user", "content": "What is 4 plus 16?"}]
+    prompt_ids = reference.prompt_ids(messages)
+    wrong_ids, wrong_text = wrong.answer(prompt_ids, 8)
+    _, right_text = reference.answer(prompt_ids, 8)
+    same = reference.gaps(prompt_ids, reference.answer(prompt_ids, 8)[0])
+    assert max(same) < 1e-4  # its own greedy tokens are its top tokens
+    gaps = reference.gaps(prompt_ids, wrong_ids)
+    comparison = EngineComparison(
+        prompt=messages[-1]["content"],
+        engine_answer=wrong_text,
+        reference_answer=right_text,
+        max_gap=max(gaps),
+        first_token_agrees=wrong_ids[:1] == prompt_ids[:1],
+    )
     with pytest.raises(EngineMismatchError) as caught:
-        raise_on_mismatch(comparisons, "bfloat16")
+        raise_on_mismatch([comparison], "bfloat16")
     message = str(caught.value)
-    assert comparisons[0].reference_answer in message and "Paris" in message
-    assert comparisons[0].engine_answer in message
+    assert repr(wrong_text) in message and repr(right_text) in message
     assert "serve.dtype: float32" in message
