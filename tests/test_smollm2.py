@@ -79,16 +79,10 @@ def test_lora_finetune_of_bf16_smollm2_passes_the_checks_and_publishes(
     assert (folder / "chat_template.jinja").is_file()
 
 
-def test_an_engine_computing_another_model_fails_the_check(
-    tiny_model_dir: Path, tiny_model_copy: Path
-) -> None:
-    """The scoring on real models: continuations from a model with other weights (what a
-    wrong engine computes) are far less likely under the reference, and the error quotes
-    both answers. (vLLM in bf16 on this CPU, AVX512-BF16 without AMX, agreed with
-    transformers, so a real disagreeing engine is not available to the test.)"""
-    import torch
-    from transformers import AutoModelForCausalLM
-
+def test_an_engine_answering_nonsense_fails_the_check(smollm2_dir: Path) -> None:
+    """The scoring on the real model: the answer vLLM's CPU backend gave in bf16 on an AMX
+    CPU is far less likely under transformers, and the error quotes both answers. (On this
+    test machine's CPU, without AMX, vLLM in bf16 agreed, so no real engine disagrees.)"""
     from tuneship.serving.engine_check import (
         EngineComparison,
         EngineMismatchError,
@@ -96,30 +90,22 @@ def test_an_engine_computing_another_model_fails_the_check(
         raise_on_mismatch,
     )
 
-    torch.manual_seed(0)
-    other = AutoModelForCausalLM.from_pretrained(str(tiny_model_copy), dtype=torch.float32)
-    with torch.no_grad():
-        for param in other.parameters():
-            param.add_(torch.randn_like(param) * 0.5)
-    other.save_pretrained(str(tiny_model_copy))
-    reference = ReferenceModel(tiny_model_dir)
-    wrong = ReferenceModel(tiny_model_copy)
-    messages = [{"role": "user", "content": "What is 4 plus 16?"}]
+    reference = ReferenceModel(smollm2_dir)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt_ids = reference.prompt_ids(messages)
-    wrong_ids, wrong_text = wrong.answer(prompt_ids, 8)
-    _, right_text = reference.answer(prompt_ids, 8)
-    same = reference.gaps(prompt_ids, reference.answer(prompt_ids, 8)[0])
-    assert max(same) < 1e-4  # its own greedy tokens are its top tokens
-    gaps = reference.gaps(prompt_ids, wrong_ids)
+    right_ids, right_text = reference.answer(prompt_ids, 8)
+    assert max(reference.gaps(prompt_ids, right_ids)) < 1e-3  # its own greedy tokens
+    nonsense = "L'Étoile, la Marseillaise, la femme, la femme au"
+    wrong_ids = reference.tokenizer(nonsense, add_special_tokens=False)["input_ids"]
     comparison = EngineComparison(
         prompt=messages[-1]["content"],
-        engine_answer=wrong_text,
+        engine_answer=nonsense,
         reference_answer=right_text,
-        max_gap=max(gaps),
-        first_token_agrees=wrong_ids[:1] == prompt_ids[:1],
+        max_gap=max(reference.gaps(prompt_ids, wrong_ids)),
+        first_token_agrees=wrong_ids[:1] == right_ids[:1],
     )
     with pytest.raises(EngineMismatchError) as caught:
         raise_on_mismatch([comparison], "bfloat16")
     message = str(caught.value)
-    assert repr(wrong_text) in message and repr(right_text) in message
+    assert repr(nonsense) in message and repr(right_text) in message and "Paris" in message
     assert "serve.dtype: float32" in message
