@@ -79,10 +79,11 @@ def test_lora_finetune_of_bf16_smollm2_passes_the_checks_and_publishes(
     assert (folder / "chat_template.jinja").is_file()
 
 
-def test_an_engine_answering_nonsense_fails_the_check(smollm2_dir: Path) -> None:
-    """The scoring on the real model: the answer vLLM's CPU backend gave in bf16 on an AMX
-    CPU is far less likely under transformers, and the error quotes both answers. (On this
-    test machine's CPU, without AMX, vLLM in bf16 agreed, so no real engine disagrees.)"""
+def test_an_engine_answering_wrongly_fails_the_check(smollm2_dir: Path) -> None:
+    """The scoring on the real model: a wrong answer is far less likely under transformers,
+    and the error quotes both answers; the French answer vLLM gave in bf16 on an AMX CPU
+    is a near-tie (its first token is 0.1 nats behind "The"), not a wrong model. (On this
+    test machine's CPU vLLM in bf16 agreed, so no real engine disagrees here.)"""
     from tuneship.serving.engine_check import (
         EngineComparison,
         EngineMismatchError,
@@ -95,7 +96,10 @@ def test_an_engine_answering_nonsense_fails_the_check(smollm2_dir: Path) -> None
     prompt_ids = reference.prompt_ids(messages)
     right_ids, right_text = reference.answer(prompt_ids, 8)
     assert max(reference.gaps(prompt_ids, right_ids)) < 1e-3  # its own greedy tokens
-    nonsense = "L'Étoile, la Marseillaise, la femme, la femme au"
+    near_tie = "L'Étoile, la Marseillaise, la femme, la femme au"
+    tie_ids = reference.tokenizer(near_tie, add_special_tokens=False)["input_ids"]
+    assert max(reference.gaps(prompt_ids, tie_ids)) < 1.0
+    nonsense = "The capital of France is Berlin."
     wrong_ids = reference.tokenizer(nonsense, add_special_tokens=False)["input_ids"]
     comparison = EngineComparison(
         prompt=messages[-1]["content"],
