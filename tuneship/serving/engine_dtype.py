@@ -15,27 +15,20 @@ check then tells whether the engine agrees with transformers).
 
 from __future__ import annotations
 
-from typing import Any
 
-
-def choose_engine_dtype(
-    requested: str, backend: str, model_config: dict[str, Any] | None = None
-) -> tuple[str, str]:
+def choose_engine_dtype(requested: str, backend: str, stored: str | None = None) -> tuple[str, str]:
     """Return the ``--dtype`` to start vLLM with, and why.
 
     Args:
         requested: ``serve.dtype`` (``auto``, ``float32``, ``bfloat16`` or ``float16``).
         backend: The serving plan's backend, ``cpu`` or ``cuda``.
-        model_config: The model's config.json, if readable (for its stored dtype).
+        stored: The checkpoint's declared dtype (config.json), None when unknown.
 
     Returns:
         ``(dtype, reason)``.
     """
     if requested != "auto":
         return requested, "serve.dtype"
-    stored = ""
-    if model_config:
-        stored = str(model_config.get("dtype") or model_config.get("torch_dtype") or "")
     if backend == "cpu":
         if stored == "float32":
             return "float32", "the checkpoint's float32"

@@ -5,19 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig, ServeConfig
 from tuneship.serving.engine_check import EngineComparison
-from tuneship.serving.gpu_select import ServingPlan
+from tuneship.serving.placement import LocalPlan
 from tuneship.serving.smoke import SmokeResult
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import ENDPOINT_RETRY, artifact_key, get_logger, pipeline_task
 
 
-@task(name="choose-gpus-and-tp", cache_policy=NO_CACHE)
-def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> ServingPlan:
+@pipeline_task("choose-gpus-and-tp")
+def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> LocalPlan:
     """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
 
     A request that cannot fit (e.g. a context longer than the KV cache can hold, or a
@@ -29,16 +27,14 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
         run_name: The run's name, for the artifact key.
 
     Returns:
-        The plan the server is started with.
+        The plan the server is started with (the target does not plan again).
     """
-    from tuneship.serving.engine_dtype import choose_engine_dtype
-    from tuneship.serving.gpu_select import plan_serving, read_model_config
+    from tuneship.serving.placement import plan_local_server
 
-    plan = plan_serving(model_dir, serve)
-    dtype, why_dtype = choose_engine_dtype(serve.dtype, plan.backend, read_model_config(model_dir))
+    plan = plan_local_server(model_dir, serve)
     rows: list[dict[str, Any]] = [
         {"setting": "backend", "value": plan.backend},
-        {"setting": "dtype", "value": f"{dtype} ({why_dtype})"},
+        {"setting": "dtype", "value": plan.dtype},
         {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
         {"setting": "tensor_parallel_size", "value": plan.tensor_parallel_size},
         {"setting": "gpu_memory_utilization", "value": plan.gpu_memory_utilization or "-"},
@@ -54,20 +50,14 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
     get_logger().info(
         "serving plan: %s, dtype %s, TP %d, max_model_len %s",
         plan.backend,
-        dtype,
+        plan.dtype,
         plan.tensor_parallel_size,
         plan.max_model_len,
     )
     return plan
 
 
-@task(
-    name="smoke-test-endpoint",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("smoke-test-endpoint", ENDPOINT_RETRY)
 def smoke_test_endpoint(
     url: str,
     api_key_file: str,
@@ -147,7 +137,7 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
     return True
 
 
-@task(name="load-check-with-vllm", cache_policy=NO_CACHE)
+@pipeline_task("load-check-with-vllm")
 def check_loads_in_vllm(
     config: PipelineConfig, package_dir: str, eval_path: str | None = None
 ) -> list[EngineComparison]:
@@ -176,22 +166,20 @@ def check_loads_in_vllm(
         compare_with_engine,
         raise_on_mismatch,
     )
-    from tuneship.serving.engine_dtype import choose_engine_dtype
-    from tuneship.serving.gpu_select import read_model_config
     from tuneship.serving.lifecycle import managed_deployment
+    from tuneship.serving.placement import plan_local_server
 
     chats = check_prompts(config.serve.smoke_prompt, config.serve.smoke_system_prompt, eval_path)
     reference = ReferenceModel(package_dir)
     options = config.serve.model_copy(update={"target": "local", "keep_serving": False})
+    plan = plan_local_server(package_dir, options)
+    dtype = plan.dtype
     with managed_deployment(
-        package_dir, options, name=f"{config.name}-load-check", keep=False
+        package_dir, options, name=f"{config.name}-load-check", keep=False, plan=plan
     ) as info:
         comparisons = compare_with_engine(
             reference, chats, info.url, info.api_key, info.served_model_name
         )
-    dtype, _ = choose_engine_dtype(
-        options.dtype, info.backend or "cpu", read_model_config(package_dir)
-    )
     create_table_artifact(
         table=[
             {
@@ -226,3 +214,22 @@ def check_loads_in_vllm(
         comparisons[0].engine_answer[:80],
     )
     return comparisons
+
+
+@pipeline_task("reference-answer")
+def answer_with_transformers(model_dir: str, serve: ServeConfig) -> str:
+    """Return transformers' greedy answer to the smoke question on the served folder.
+
+    The smoke test reports it next to the served answer, so a reader sees at once whether
+    the endpoint serves the model that was trained.
+
+    Args:
+        model_dir: The served (packaged) model folder.
+        serve: The ``serve`` section (its smoke question and system prompt).
+
+    Returns:
+        The answer transformers generates greedily in float32.
+    """
+    from tuneship.serving.engine_check import reference_chat_answer
+
+    return reference_chat_answer(model_dir, serve.smoke_prompt, serve.smoke_system_prompt)

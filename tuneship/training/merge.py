@@ -237,14 +237,23 @@ def lost_finetune(
 
 
 def describe_merge_check(result: MergeResult) -> str:
-    """Return one line with the merge check's figures, for logs and the run summary."""
-    what = "merged" if result.merged else "exported"
+    """Say what the merge self-check compared and the figures it measured.
+
+    One line for logs, the run summary and the demo's output: the difference from the
+    float32 reference against its tolerance, the dtype's own rounding noise, how far the
+    fine-tune moved the logits, and top-1 agreement with the reference (and the base's).
+    """
+    what = (
+        "merged model vs float32 base + adapter"
+        if result.merged
+        else "re-saved model vs float32 trained model"
+    )
     return (
-        f"{what} {result.dtype} model vs float32 reference: max |logit diff| "
-        f"{result.max_abs_logit_diff:.3g} (tolerance {result.tolerance:.3g}; unmerged "
-        f"{result.dtype} noise {result.unmerged_noise:.3g}); fine-tune effect "
-        f"{result.finetune_effect:.3g}; top-1 agreement {result.top1_agreement:.1%} "
-        f"(base alone {result.base_top1_agreement:.1%}); {result.checked_rows} rows"
+        f"{what}: max abs logit difference {result.max_abs_logit_diff:.3g} "
+        f"(tolerance {result.tolerance:.3g}, {result.dtype}, {result.checked_rows} rows; "
+        f"unmerged {result.dtype} noise {result.unmerged_noise:.3g}, fine-tune effect "
+        f"{result.finetune_effect:.3g}, top-1 agreement {result.top1_agreement:.1%}, "
+        f"base alone {result.base_top1_agreement:.1%})"
     )
 
 
