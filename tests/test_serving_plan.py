@@ -241,6 +241,24 @@ def test_auto_length_is_capped_and_fits_memory(tmp_path: Path) -> None:
     assert on_cpu.max_model_len * per_token <= 1 * GIB
 
 
+def test_the_plan_chooses_the_engine_dtype(tmp_path: Path) -> None:
+    """On the CPU backend ``serve.dtype: auto`` computes in float32 (vLLM's CPU kernels in
+    bf16 were seen answering wrongly), which also doubles the CPU KV cache per token; GPUs
+    keep the checkpoint's dtype; an explicit ``serve.dtype`` always wins."""
+    model = model_folder(tmp_path, "Qwen--Qwen3-8B")
+    on_cpu = plan_serving(model, ServeConfig(cpu_kvcache_space_gib=1), gpus=[])
+    assert on_cpu.dtype == "float32"
+    assert any(note.startswith("dtype float32: float32 instead of") for note in on_cpu.notes)
+    as_bf16 = plan_serving(model, ServeConfig(cpu_kvcache_space_gib=1, dtype="bfloat16"), gpus=[])
+    assert as_bf16.dtype == "bfloat16"
+    assert on_cpu.max_model_len is not None and as_bf16.max_model_len is not None
+    assert on_cpu.max_model_len < as_bf16.max_model_len  # 4-byte KV entries
+    flags = build_vllm_options(str(model), "m", on_cpu, ServeConfig(), dtype=on_cpu.dtype).flags
+    assert flags["dtype"] == "float32"
+    on_gpu = plan_serving(model, ServeConfig(), gpus=readings(WORKSTATION))
+    assert on_gpu.dtype == "auto"
+
+
 def test_server_arguments_and_environment(tiny_model_dir: Path) -> None:
     options = ServeConfig(
         dtype="float32",

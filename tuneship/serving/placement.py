@@ -16,6 +16,7 @@ context length that cache holds, computed by the planner's KV helpers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -34,6 +35,7 @@ from tuneship.planning.serving import (
     plan_serving,
 )
 from tuneship.serving.base import Backend
+from tuneship.serving.engine_dtype import choose_engine_dtype
 
 CPU_KV_AUTO_MIN_GIB = 1
 CPU_KV_AUTO_MAX_GIB = 8
@@ -53,6 +55,9 @@ class LocalPlan(BaseModel):
     )
     max_model_len: int | None = Field(default=None, description="None lets vLLM choose ('auto').")
     cpu_kvcache_space_gib: int | None = Field(default=None, description="KV cache GiB on the CPU.")
+    dtype: str = Field(
+        default="auto", description="vLLM's --dtype (float32 on the CPU for serve.dtype auto)."
+    )
     notes: list[str] = Field(default_factory=list, description="Why values were chosen.")
     largest_fitting_model_len: int | None = Field(
         default=None, description="The planner's longest context for this placement."
@@ -233,9 +238,15 @@ def plan_local_server(
     request = ServeRequest.from_serve_config(options)
     facts = facts or read_model_facts(model)
     _check_model_limit(facts, request, str(model))
+    backend: Backend = "cuda" if readings else "cpu"
+    # The engine's dtype is part of the request: on the CPU it also sizes the KV cache.
+    dtype, why_dtype = choose_engine_dtype(request.dtype, backend, facts.dtype if facts else None)
+    request = replace(request, dtype=dtype)
+    dtype_note = f"dtype {dtype}: {why_dtype}"
     if not readings:
         ram = psutil.virtual_memory().available if ram_bytes is None else ram_bytes
-        return _plan_cpu(facts, request, options, ram)
+        plan = _plan_cpu(facts, request, options, ram)
+        return plan.model_copy(update={"dtype": dtype, "notes": [*plan.notes, dtype_note]})
     chosen = choose_gpus(readings, options)
     tightest = min(chosen, key=lambda g: g.free_bytes)
     where = (
@@ -287,12 +298,14 @@ def plan_local_server(
         )
     notes.append(f"gpu_memory_utilization {util:.2f} (safe up to the free memory)")
     notes.append(f"max_model_len {length if length else 'auto'}: {why_len}")
+    notes.append(dtype_note)
     return LocalPlan(
         backend="cuda",
         gpu_indices=[g.index for g in chosen],
         tensor_parallel_size=len(chosen),
         gpu_memory_utilization=util,
         max_model_len=length,
+        dtype=dtype,
         notes=notes,
         largest_fitting_model_len=largest,
         planner_summary=summary,

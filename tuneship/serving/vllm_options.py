@@ -122,6 +122,7 @@ def build_vllm_options(
     *,
     revision: str | None = None,
     max_num_seqs: int | None = None,
+    dtype: str | None = None,
 ) -> VllmOptions:
     """Build the flag set for ``model`` from the plan and the ``serve`` section.
 
@@ -133,11 +134,13 @@ def build_vllm_options(
             applied last so the user has the last word).
         revision: Hub revision to serve.
         max_num_seqs: Concurrent sequences (``serve.runpod.max_num_seqs`` on RunPod).
+        dtype: The ``--dtype`` the plan chose (e.g. float32 on the CPU backend); None
+            keeps ``serve.dtype``.
     """
     flags: dict[str, FlagValue] = {
         "max_model_len": plan.max_model_len or "auto",
         "tensor_parallel_size": plan.tensor_parallel_size,
-        "dtype": serve.dtype,
+        "dtype": dtype or serve.dtype,
     }
     if plan.gpu_memory_utilization is not None:
         flags["gpu_memory_utilization"] = f"{plan.gpu_memory_utilization:.2f}"

@@ -8,6 +8,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tuneship.config import PipelineConfig, ServeConfig
+from tuneship.serving.engine_check import EngineComparison
 from tuneship.serving.placement import LocalPlan
 from tuneship.serving.smoke import SmokeResult
 from tuneship.tasks._common import ENDPOINT_RETRY, artifact_key, get_logger, pipeline_task
@@ -33,6 +34,7 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Loc
     plan = plan_local_server(model_dir, serve)
     rows: list[dict[str, Any]] = [
         {"setting": "backend", "value": plan.backend},
+        {"setting": "dtype", "value": plan.dtype},
         {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
         {"setting": "tensor_parallel_size", "value": plan.tensor_parallel_size},
         {"setting": "gpu_memory_utilization", "value": plan.gpu_memory_utilization or "-"},
@@ -46,8 +48,9 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Loc
         description="How the model will be served, and why",
     )
     get_logger().info(
-        "serving plan: %s, TP %d, max_model_len %s",
+        "serving plan: %s, dtype %s, TP %d, max_model_len %s",
         plan.backend,
+        plan.dtype,
         plan.tensor_parallel_size,
         plan.max_model_len,
     )
@@ -135,39 +138,101 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
 
 
 @pipeline_task("load-check-with-vllm")
-def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult:
-    """Start vLLM on the packaged folder and send one request, before anything is published.
+def check_loads_in_vllm(
+    config: PipelineConfig, package_dir: str, eval_path: str | None = None
+) -> list[EngineComparison]:
+    """Serve the packaged folder with vLLM and check it answers as transformers does.
 
+    The engine's greedy continuations of the smoke question and a few eval prompts are
+    scored by transformers (float32) on the same folder, before anything is published.
     The server is always stopped at the end (and on any failure).
 
     Args:
         config: The run's configuration (its ``serve`` section says how to start vLLM).
         package_dir: The packaged model folder.
+        eval_path: The run's eval rows, whose prompts are also checked.
 
     Returns:
-        The smoke test's measurements.
+        Per prompt: the engine's and transformers' answers and the log-probability gap.
 
     Raises:
+        EngineMismatchError: The engine's answers are not transformers' (both are quoted,
+            with the likely cause).
         ServingError: vLLM could not load or serve the model; its own message is quoted.
     """
+    from tuneship.serving.engine_check import (
+        ReferenceModel,
+        check_prompts,
+        compare_with_engine,
+        raise_on_mismatch,
+    )
     from tuneship.serving.lifecycle import managed_deployment
-    from tuneship.serving.smoke import run_smoke_test
+    from tuneship.serving.placement import plan_local_server
 
+    chats = check_prompts(config.serve.smoke_prompt, config.serve.smoke_system_prompt, eval_path)
+    reference = ReferenceModel(package_dir)
     # The load check is tuneship's own short-lived server: a generated key, not the user's.
     options = config.serve.model_copy(
         update={"target": "local", "keep_serving": False, "api_key_block": None}
     )
+    plan = plan_local_server(package_dir, options)
+    dtype = plan.dtype
     with managed_deployment(
-        package_dir, options, name=f"{config.name}-load-check", keep=False
+        package_dir, options, name=f"{config.name}-load-check", keep=False, plan=plan
     ) as info:
-        result = run_smoke_test(
-            info.url,
-            info.api_key,
-            info.served_model_name,
-            max_tokens=8,
-            temperature=max(config.serve.smoke_temperature, 0.7),
+        comparisons = compare_with_engine(
+            reference, chats, info.url, info.api_key, info.served_model_name
         )
-    get_logger().info(
-        "vLLM load check passed: %s answered in %.2fs", info.served_model_name, result.latency_s
+    create_table_artifact(
+        table=[
+            {
+                "prompt": c.prompt[:80],
+                "vLLM": c.engine_answer,
+                "transformers": c.reference_answer,
+                "max log-prob gap": round(c.max_gap, 3),
+            }
+            for c in comparisons
+        ],
+        key=artifact_key(config.name, "engine-check"),
+        description=f"vLLM ({dtype}) against transformers on the packaged folder",
     )
-    return result
+    raise_on_mismatch(comparisons, dtype)
+    for c in comparisons:
+        if c.engine_answer.strip() != c.reference_answer.strip():
+            # A near-tie (within the gap) resolved differently by rounding: worth seeing.
+            get_logger().warning(
+                "vLLM and transformers took different near-tied paths for %r: vLLM %r, "
+                "transformers %r (largest log-prob gap %.3f)",
+                c.prompt[:80],
+                c.engine_answer,
+                c.reference_answer,
+                c.max_gap,
+            )
+    get_logger().info(
+        "vLLM load check passed (%s): %d prompts answered as transformers does, largest "
+        "log-prob gap %.3f; e.g. %r",
+        dtype,
+        len(comparisons),
+        max(c.max_gap for c in comparisons),
+        comparisons[0].engine_answer[:80],
+    )
+    return comparisons
+
+
+@pipeline_task("reference-answer")
+def answer_with_transformers(model_dir: str, serve: ServeConfig) -> str:
+    """Return transformers' greedy answer to the smoke question on the served folder.
+
+    The smoke test reports it next to the served answer, so a reader sees at once whether
+    the endpoint serves the model that was trained.
+
+    Args:
+        model_dir: The served (packaged) model folder.
+        serve: The ``serve`` section (its smoke question and system prompt).
+
+    Returns:
+        The answer transformers generates greedily in float32.
+    """
+    from tuneship.serving.engine_check import reference_chat_answer
+
+    return reference_chat_answer(model_dir, serve.smoke_prompt, serve.smoke_system_prompt)

@@ -27,6 +27,7 @@ from tuneship.training import (
     run_training,
 )
 from tuneship.training.job import write_spec
+from tuneship.training.merge import describe_merge_check
 
 
 class _ProgressArtifact:
@@ -215,14 +216,10 @@ def merge_adapter(spec: MergeJobSpec) -> MergeResult:
         spec: The merge job (serialised to ``<output_dir>/../merge-spec.json`` first).
 
     Returns:
-        The merged folder and the largest logit difference found by the self-check.
+        The merged folder and the self-check's figures (difference from the float32
+        reference, the dtype's own noise, the fine-tune's effect, top-1 agreement).
     """
     spec_file = write_spec(spec, Path(spec.output_dir).parent / "merge-spec.json")
     result = run_merge(MergeJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8")))
-    get_logger().info(
-        "merge: %s (max |logit diff| %.2e on %d rows)",
-        result.merged_dir,
-        result.max_abs_logit_diff,
-        result.checked_rows,
-    )
+    get_logger().info("merge: %s (%s)", result.merged_dir, describe_merge_check(result))
     return result

@@ -101,11 +101,30 @@ class MergeResult(_Spec):
     """What a merge produced and how closely it matches base + adapter."""
 
     merged_dir: str
-    max_abs_logit_diff: float
+    max_abs_logit_diff: float = Field(
+        description="Max abs logit difference of the reloaded merged model from the float32 "
+        "reference (base + adapter computed in float32)."
+    )
     tolerance: float
     checked_rows: int
     dtype: str
     merged: bool = Field(description="True when an adapter was merged, False for a full model.")
+    unmerged_noise: float = Field(
+        0.0,
+        description=(
+            "Max abs logit difference of base + adapter computed unmerged in ``dtype`` from "
+            "the float32 reference: the rounding noise any model in this dtype carries."
+        ),
+    )
+    finetune_effect: float = Field(
+        0.0, description="Max abs logit difference between the float32 reference and the base."
+    )
+    top1_agreement: float = Field(
+        1.0, description="Share of positions where the merged model's top token is the reference's."
+    )
+    base_top1_agreement: float = Field(
+        1.0, description="The same share for the base model alone (what the fine-tune changed)."
+    )
 
 
 MERGE_CHECK_MAX_LENGTH = 128
