@@ -122,10 +122,12 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
     except TuneshipError as exc:
         raise _fail(exc) from None
 
+    from tuneship.cli.shutdown import ephemeral_prefect_api
     from tuneship.flows.finetune import finetune_and_deploy, render_summary
 
     try:
-        summary = finetune_and_deploy(cfg)
+        with ephemeral_prefect_api():
+            summary = finetune_and_deploy(cfg)
     except TuneshipError as exc:
         raise _fail(exc) from None
     typer.echo("")
@@ -186,9 +188,16 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``tuneship`` console script."""
+    """Entry point of the ``tuneship`` console script.
+
+    SIGTERM and SIGHUP unwind like Ctrl-C, so every process the run started (Prefect's
+    temporary API, a vLLM server) is stopped and the flow run ends in a final state.
+    """
+    from tuneship.cli.shutdown import exit_code_for, signals_raise
+
     try:
-        app()
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
+        with signals_raise():
+            app()
+    except KeyboardInterrupt as exc:
+        typer.secho(f"interrupted ({exc or 'SIGINT'})", fg=typer.colors.RED, err=True)
+        sys.exit(exit_code_for(exc))
