@@ -146,4 +146,5 @@ def test_a_signal_ends_every_process_the_run_started(
         from tuneship.registry import Registry
 
         deployments = Registry(str(sets["registry.url"])).list_deployments()
-        assert [d.status for d in deployments] == ["stopped"], deployments
+        # Interrupted while starting, the server was never recorded, or recorded stopped.
+        assert all(d.status == "stopped" for d in deployments), deployments

@@ -48,7 +48,24 @@ for _name, (_module, _attr, _help) in _SUBAPPS.items():
     app.add_typer(_sub, name=_name, help=_help)
 
 
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of errors (for bug reports).")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
 def _fail(exc: BaseException) -> typer.Exit:
+    if _debug:
+        import traceback
+
+        traceback.print_exception(exc)
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
 
@@ -125,6 +142,10 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
     from tuneship.cli.shutdown import ephemeral_prefect_api
     from tuneship.flows.finetune import finetune_and_deploy, render_summary
 
+    if not _debug:
+        from tuneship.cli.failures import hide_user_error_tracebacks
+
+        hide_user_error_tracebacks()
     try:
         with ephemeral_prefect_api():
             summary = finetune_and_deploy(cfg)

@@ -12,12 +12,24 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship import __version__
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig, build_config, load_config
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    PipelineConfig,
+    build_config,
+    default_home,
+    load_config,
+)
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.packaging import CardInfo, read_base_license
 from tuneship.publishing.base import PublishResult
 from tuneship.registry import ModelEntry
+from tuneship.runs import (
+    check_not_worse_than_published,
+    config_for_run_folder,
+    new_run_dir,
+    publish_lock,
+)
 from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
@@ -195,8 +207,13 @@ def finetune_and_deploy(
     install_secret_filter()
     config = resolve_flow_config(config, config_file, overrides)
     logger = get_logger()
-    run_dir = config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = _current_flow_run_id()
+    # Every run gets its own folder, so same-name runs never overwrite each other's files.
+    run_dir = new_run_dir(config.run_dir(), run_id)
+    config, resume_note = config_for_run_folder(config, run_dir)
+    logger.info("run folder: %s", run_dir)
+    if resume_note:
+        logger.info("%s", resume_note)
 
     check_credentials_task(config)
     base_dir = resolve_base_model_task(config)
@@ -280,28 +297,44 @@ def finetune_and_deploy(
         logger.info(
             "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
         )
-    run_id = _current_flow_run_id()
-    published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
-
-    entry = register_model(
-        config.registry_url(),
-        ModelEntry(
-            name=config.publish.repo_id,
-            version=published.revision,
-            base_model=base_label,
-            method=config.training.method,
-            adapter=config.training.adapter,
-            dataset_fingerprint=prepared.fingerprint,
-            metrics=metrics,
-            artifact_target=published.target,
-            artifact_location=published.location,
-            artifact_revision=published.revision,
-            flow_run_id=run_id,
-        ),
-    )
+    lock_dir = config.store_dir() if config.publish.target == "local" else default_home() / "locks"
+    with publish_lock(
+        lock_dir,
+        config.publish.repo_id,
+        wait=config.publish.lock == "wait",
+        timeout_s=config.publish.lock_timeout_s,
+    ):
+        logger.info(
+            "publish gate: %s",
+            check_not_worse_than_published(
+                config.registry_url(),
+                config.publish.repo_id,
+                trained.eval_loss,
+                force=config.publish.force,
+            ),
+        )
+        published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
+        entry = register_model(
+            config.registry_url(),
+            ModelEntry(
+                name=config.publish.repo_id,
+                version=published.revision,
+                base_model=base_label,
+                method=config.training.method,
+                adapter=config.training.adapter,
+                dataset_fingerprint=prepared.fingerprint,
+                metrics=metrics,
+                artifact_target=published.target,
+                artifact_location=published.location,
+                artifact_revision=published.revision,
+                flow_run_id=run_id,
+            ),
+        )
+    # A kept server serves the published copy, which no later run overwrites.
+    serve_dir = published.location if config.publish.target == "local" else package.path
     deployment = None
     if config.serve.target == "local":
-        deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
+        deployment = serve_and_smoke_test(config, serve_dir, entry.name, entry.version)
     elif config.serve.target in ("runpod-serverless", "runpod-pod"):
         deployment = deploy_published_to_runpod(config, published, entry.name, entry.version)
 
