@@ -445,6 +445,13 @@ class ServeConfig(_Section):
     keep_serving: bool = Field(
         False, description="Leave the server running after a successful run."
     )
+    on_existing: Literal["replace", "refuse"] = Field(
+        "replace",
+        description=(
+            "When a server of the same deployment name is still running: stop it and "
+            "'replace' it (said in the log), or 'refuse' to deploy."
+        ),
+    )
     smoke_prompt: str = Field(
         "What is 4 plus 16? Answer in one short sentence.",
         description="The question the smoke test asks the deployed model.",

@@ -383,8 +383,12 @@ def serve_and_smoke_test(
     Returns:
         The endpoint and the smoke test's answer.
     """
+    from tuneship.serving.existing import make_way_for
     from tuneship.serving.lifecycle import managed_deployment
 
+    replaced = make_way_for(config.name, config.registry_url(), config.serve.on_existing)
+    if replaced:
+        get_logger().warning("%s (serve.on_existing=replace)", replaced)
     # The plan fails fast when the request cannot fit; the target re-plans from the same
     # readings when it starts the server.
     plan_local_serving(model_dir, config.serve, config.name)
