@@ -96,7 +96,28 @@ CASES: dict[str, Case] = {
         [f"model.base={_model(tmp, tiny, lambda n: 'token' not in n and 'vocab' not in n)}"],
         "tokenizer",
     ),
+    # Tests run with HF_HUB_OFFLINE=1: a Hub base model is unreachable by design.
+    "hub model while offline": lambda tmp, tiny: (
+        GOOD_CONFIG,
+        ["model.base=nobody/no-such-model"],
+        "cannot reach the Hub at",
+    ),
 }
+
+
+def test_no_network_is_reported_at_the_first_failure_without_retries() -> None:
+    import httpx
+
+    from tuneship.hub.client import HubUnreachableError, call_with_retries
+
+    sleeps: list[float] = []
+
+    def offline() -> None:
+        raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(HubUnreachableError, match=r"cannot reach the Hub at .*name resolution"):
+        call_with_retries(offline, what="whoami", sleep=sleeps.append)
+    assert sleeps == []
 
 
 @pytest.mark.parametrize("case", list(CASES))

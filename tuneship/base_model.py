@@ -62,14 +62,29 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
     if is_hub_id(model.base):
         from huggingface_hub import snapshot_download
 
-        return Path(
-            snapshot_download(
-                model.base,
-                revision=model.revision,
-                token=token,
-                allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.md"],
+        from tuneship.hub.client import unreachable_hub
+
+        try:
+            return Path(
+                snapshot_download(
+                    model.base,
+                    revision=model.revision,
+                    token=token,
+                    allow_patterns=[
+                        "*.json",
+                        "*.safetensors",
+                        "*.jinja",
+                        "*.model",
+                        "*.txt",
+                        "*.md",
+                    ],
+                )
             )
-        )
+        except Exception as exc:  # huggingface_hub and httpx raise many types
+            unreachable = unreachable_hub(exc)
+            if unreachable is not None:
+                raise unreachable from None
+            raise
     raise ConfigError(
         f"model.base={model.base!r} is not an existing folder or a Hub id (namespace/name)"
     )

@@ -499,7 +499,11 @@ class PipelineConfig(BaseModel):
         description="Run name: lowercase letters, digits and dashes.",
     )
     workdir: str | None = Field(
-        None, description="Folder for run outputs (default: $TUNESHIP_HOME/runs/<name>)."
+        None,
+        description=(
+            "Folder of this config's runs, one sub-folder per run "
+            "(default: $TUNESHIP_HOME/runs/<name>)."
+        ),
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
