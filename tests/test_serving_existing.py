@@ -52,3 +52,59 @@ def test_a_live_server_of_the_same_name_is_refused_or_replaced(tmp_path: Path) -
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+class _SleepTarget:
+    """A serving target whose 'server' is a sleeping process (the lifecycle is under test)."""
+
+    name = "local-vllm"
+
+    def deploy(self, model: object, options: object, *, name: str, **_: object):  # type: ignore[no-untyped-def]
+        from tuneship.serving.base import DeploymentInfo
+
+        proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+        self.proc = proc
+        return DeploymentInfo(
+            name=name,
+            target=self.name,
+            url="http://127.0.0.1:1/v1",
+            served_model_name=name,
+            model=str(model),
+            host="127.0.0.1",
+            port=1,
+            pid=proc.pid,
+            pgid=proc.pid,
+            pid_start_time=process_start_time(proc.pid),
+        )
+
+    def stop(self, deployment: object, timeout_s: float = 30.0) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout_s)
+
+
+def test_a_termination_during_the_smoke_test_records_the_deployment_stopped(
+    tmp_path: Path,
+) -> None:
+    # Prefect's SIGTERM bridge raises its TerminationSignal inside a flow; that is a user
+    # stopping the run, so the deployment is 'stopped', not 'failed'.
+    from prefect.exceptions import TerminationSignal
+
+    from tuneship.config import ServeConfig
+    from tuneship.serving.lifecycle import managed_deployment
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    target = _SleepTarget()
+    with (
+        pytest.raises(TerminationSignal),
+        managed_deployment(
+            "model",
+            ServeConfig(),
+            name="demo",
+            registry_url=url,
+            target=target,  # type: ignore[arg-type]
+        ),
+    ):
+        raise TerminationSignal(15)
+    assert target.proc.poll() is not None
+    entry = Registry(url).get_deployment("demo")
+    assert entry is not None and entry.status == "stopped"
