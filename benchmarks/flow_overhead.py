@@ -53,11 +53,13 @@ def run_plain(config) -> float:  # type: ignore[no-untyped-def]
     from tuneship.compute.local import get_provider
     from tuneship.data import prepare_dataset
     from tuneship.evaluation import check_eval_gate
-    from tuneship.packaging import CardInfo, package_model
+    from tuneship.packaging import package_model
+    from tuneship.packaging.run_card import build_card_info
     from tuneship.planning import load_model_facts, plan_training
     from tuneship.publishing.local_store import LocalStorePublisher
     from tuneship.registry import ModelEntry, Registry
-    from tuneship.training import MergeJobSpec, TrainJobSpec, run_merge, run_training
+    from tuneship.training import run_merge, run_training
+    from tuneship.training.specs import build_merge_spec, build_train_spec
     from tuneship.validation import check_before_training, check_credentials
 
     start = time.perf_counter()
@@ -79,39 +81,13 @@ def run_plain(config) -> float:  # type: ignore[no-untyped-def]
         seq_len=config.data.max_length,
         batch_size=config.training.per_device_train_batch_size,
     )
-    trained = run_training(
-        TrainJobSpec(
-            model_path=str(base),
-            train_path=prepared.train_path,
-            eval_path=prepared.eval_path,
-            trainer_format=prepared.trainer_format,
-            output_dir=str(run_dir / "train"),
-            training=config.training,
-            max_length=config.data.max_length,
-            device=handle.device,
-        )
-    )
+    trained = run_training(build_train_spec(config, str(base), prepared, handle))
     check_eval_gate(trained.base_eval_loss, trained.eval_loss, require_improvement=False)
-    merged = run_merge(
-        MergeJobSpec(
-            base_model_path=str(base),
-            adapter_path=trained.output_path,
-            is_adapter=trained.is_adapter,
-            output_dir=str(run_dir / "merged"),
-            eval_path=prepared.eval_path,
-            train_path=prepared.train_path,
-            max_length=128,
-        )
-    )
+    merged = run_merge(build_merge_spec(config, str(base), trained, prepared))
     package = package_model(
         Path(merged.merged_dir),
         run_dir / "package",
-        CardInfo(
-            repo_id=config.publish.repo_id,
-            base_model="tiny",
-            method="sft",
-            adapter="lora",
-        ),
+        build_card_info(config, str(base), trained, prepared),
     )
     published = LocalStorePublisher(config.store_dir()).publish(
         Path(package.path), config.publish.repo_id, commit_message="bench"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install tuneship into .venv (and vLLM into its own .venv-vllm when the setup script exists).
 #   bash scripts/install.sh          # the package and its runtime dependencies
-#   bash scripts/install.sh --dev    # plus pytest, ruff and mypy
+#   bash scripts/install.sh --dev    # plus pytest, ruff, mypy and import-linter
 # Set TUNESHIP_SKIP_ENGINE=1 to skip the vLLM engine environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,6 +21,22 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_models_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of built demo models per session: the pre-trained demo base is built once.
+
+    A ``TUNESHIP_MODELS_CACHE`` set by the caller is kept, so sessions can share builds.
+    """
+    previous = os.environ.get("TUNESHIP_MODELS_CACHE")
+    cache = Path(previous) if previous else tmp_path_factory.mktemp("models-cache")
+    os.environ["TUNESHIP_MODELS_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("TUNESHIP_MODELS_CACHE", None)
+    else:
+        os.environ["TUNESHIP_MODELS_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One Prefect test server for the whole session, with heartbeats off (fast flow ends)."""

@@ -150,3 +150,45 @@ def test_yaml_bare_no_and_off_mean_the_strings(tmp_path: Path) -> None:
     assert cfg.training.eval_strategy == "no" and cfg.training.save_strategy == "no"
     assert cfg.publish.vllm_load_check == "off"
     assert load_config(None, ["publish.vllm_load_check=on"]).publish.vllm_load_check == "on"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # A typo names the closest fields of the method's own TRL config class.
+        ("training.trainer_args.weight_decy=0.1", ["SFTConfig", "weight_decay"]),
+        # A field that a typed setting already covers names that setting.
+        ("training.trainer_args.warmup_steps=10", ["training.warmup_ratio"]),
+        ("training.trainer_args.learning_rate=0.1", ["training.learning_rate"]),
+        ("training.trainer_args.output_dir=/x", ["workdir"]),
+    ],
+)
+def test_trainer_args_names_are_checked_at_load(override: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert "training" in message
+    for part in expected:
+        assert part in message
+
+
+def test_trainer_args_are_checked_against_the_methods_class() -> None:
+    # beta is a DPO field: SFTConfig has none, and for DPO it is the typed training.beta.
+    with pytest.raises(ConfigError, match="not a field of TRL's SFTConfig"):
+        load_config(None, ["training.trainer_args.label_smoothing=0.1"])
+    cfg = load_config(None, ["training.method=dpo", "training.trainer_args.label_smoothing=0.1"])
+    assert cfg.training.trainer_args == {"label_smoothing": 0.1}
+    with pytest.raises(ConfigError, match=r"training\.beta"):
+        load_config(None, ["training.method=dpo", "training.trainer_args.beta=0.5"])
+
+
+def test_trainer_args_and_report_to_load() -> None:
+    cfg = load_config(
+        None,
+        [
+            "training.trainer_args={weight_decay: 0.01, optim: adamw_torch, max_grad_norm: 0.5}",
+            "training.report_to=tensorboard",
+        ],
+    )
+    assert cfg.training.trainer_args["optim"] == "adamw_torch"
+    assert cfg.training.report_to == ["tensorboard"]

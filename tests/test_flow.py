@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from huggingface_hub import ModelCard
 
 from tuneship.config import load_config
 from tuneship.demo import demo_config_path
@@ -70,6 +72,18 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     )
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
+
+    # The card reports this model's assistant-token eval loss, and its snippet loads the
+    # model from where it was published (the local store), not from a Hub repo id.
+    card = ModelCard.load(folder / "README.md")
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
+        ("Eval loss on assistant tokens", pytest.approx(summary.eval_loss))
+    ]
+    assert card.data.datasets is None
+    snippet = card.text.split("```python\n", 1)[1].split("tokenizer =", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(snippet, scope)
+    assert Path(scope["model_id"]) == folder
 
     entry = Registry(cfg.registry_url()).get_model(cfg.publish.repo_id, summary.model_version)
     assert entry is not None

@@ -17,7 +17,8 @@ from huggingface_hub.errors import (
 from pydantic import SecretStr
 
 from tuneship.errors import ConfigError, PublishError
-from tuneship.hub.preflight import check_hub_access, is_hub_model_id
+from tuneship.hub.ids import is_hub_id
+from tuneship.hub.preflight import check_hub_access
 
 GATED = "meta-test/gated-llama"
 
@@ -145,10 +146,10 @@ def test_missing_base_model_and_revision(hub: FakeHub) -> None:
     assert _check(hub, None, None, "acme/public-base").base_model == "acme/public-base"
 
 
-def test_is_hub_model_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert is_hub_model_id("meta-llama/Llama-3.1-8B")
-    assert is_hub_model_id("gpt2")
-    assert not is_hub_model_id("tuneship-demo://tiny-llama")
-    assert not is_hub_model_id(str(tmp_path))
-    assert not is_hub_model_id("./models/x")
-    assert not is_hub_model_id("a/b/c")
+def test_is_hub_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert is_hub_id("meta-llama/Llama-3.1-8B")
+    assert is_hub_id("gpt2")
+    assert not is_hub_id("tuneship-demo://tiny-llama")
+    assert not is_hub_id(str(tmp_path))
+    assert not is_hub_id("./models/x")
+    assert not is_hub_id("a/b/c")

@@ -27,7 +27,10 @@ def _card_info(**overrides: object) -> CardInfo:
         "adapter": "lora",
         "datasets": ["acme/chats"],
         "license": "apache-2.0",
-        "metrics": {"base_eval_loss": 3.25, "eval_loss": 2.5},
+        "results": [{"type": "loss", "name": "Eval loss on assistant tokens", "value": 2.5}],
+        "eval_loss_name": "loss on assistant tokens",
+        "base_eval_loss": 3.25,
+        "eval_loss": 2.5,
         "hyperparameters": {"learning_rate": 0.0002, "max_steps": 20},
         "dataset_fingerprint": "f00dfeed",
     }
@@ -71,12 +74,18 @@ def test_card_metadata_parses_back(tmp_path: Path) -> None:
     assert data.pipeline_tag == "text-generation"
     assert data.datasets == ["acme/chats"]
     assert set(data.tags) == {"tuneship", "sft", "lora"}
-    results = {r.metric_name: r.metric_value for r in data.eval_results}
-    assert results == {"base_eval_loss": 3.25, "eval_loss": 2.5}
-    assert all(r.dataset_name == "acme/chats" for r in data.eval_results)
+    results = {(r.metric_type, r.metric_name): r.metric_value for r in data.eval_results}
+    assert results == {("loss", "Eval loss on assistant tokens"): 2.5}
+    assert all(r.dataset_type == "acme/chats" for r in data.eval_results)
+    assert all(r.dataset_revision is None for r in data.eval_results)
     assert "apply_chat_template" in loaded.text
+    assert 'model_id = "acme/tiny-chat"' in loaded.text
     assert "vllm serve acme/tiny-chat" in loaded.text
-    assert "| eval_loss | 2.5000 |" in loaded.text
+    assert "| Eval loss on assistant tokens | 2.5000 |" in loaded.text
+    # The base model's score and the data fingerprint are context: text, not metadata.
+    assert "base model's loss on assistant tokens is 3.2500" in loaded.text
+    assert "`f00dfeed`" in loaded.text
+    assert "3.25" not in data.to_yaml() and "f00dfeed" not in data.to_yaml()
 
 
 def test_card_never_contains_secrets() -> None:
@@ -99,7 +108,8 @@ def test_card_keeps_local_paths_out_of_hub_metadata(tmp_path: Path) -> None:
     assert card.data.base_model is None
     assert card.data.datasets is None
     assert str(tmp_path) not in str(card)
-    assert "chats.jsonl" in card.text
+    assert "chats.jsonl" not in card.data.to_yaml()
+    assert "local data (not on the Hub)" in card.text
 
 
 def test_read_base_license_from_folder(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from _planning_helpers import GIB, RecordedNvml, fixture_facts
 
 from tuneship.errors import ComputeError
 from tuneship.planning.inventory import LocalGpu, list_local_gpus, pick_least_loaded
-from tuneship.planning.serving import evaluate_option
+from tuneship.planning.serving import ServeRequest, evaluate_option
 
 # Seed 002: a 24 GB card whose vLLM start-up saw 17.88 of 23.56 GiB free (a zombie process
 # held 4.7 GB); next to it an idle A6000 and a busy one, as nvidia-smi would show them.
@@ -102,7 +102,7 @@ def test_local_gpu_plans_within_its_free_memory() -> None:
     option = evaluate_option(facts, gpu, 1)
     assert option.gpu_memory_utilization is not None
     assert option.gpu_memory_utilization * gpu.total_gib <= gpu.free_gib
-    asked = evaluate_option(facts, gpu, 1, gpu_memory_utilization=0.8)
+    asked = evaluate_option(facts, gpu, 1, ServeRequest(gpu_memory_utilization=0.8))
     assert not asked.fits and "free at start" in asked.reasons[0]
 
 

@@ -11,13 +11,16 @@ from _planning_helpers import GIB, fixture_facts
 from tuneship.errors import PlanningError
 from tuneship.planning.calibration import load_calibration_data, run_calibration
 from tuneship.planning.gpus import custom_gpu, find_gpu, load_gpu_catalog, load_runpod_catalog
-from tuneship.planning.model_facts import facts_from_config
-from tuneship.planning.serving import (
+from tuneship.planning.kv_cache import (
     BLOCK_SIZE,
-    evaluate_option,
     kv_bytes_per_token,
     kv_request_bytes,
     largest_fitting_length,
+)
+from tuneship.planning.model_facts import facts_from_config
+from tuneship.planning.serving import (
+    ServeRequest,
+    evaluate_option,
     plan_serving,
     tensor_parallel_problems,
     valid_tensor_parallel_sizes,
@@ -155,12 +158,16 @@ def test_seed_llama32_3b_at_128k_needs_14_gib_and_gets_the_largest_fit() -> None
     facts = fixture_facts("meta-llama--Llama-3.2-3B-Instruct")
     assert kv_request_bytes(facts, 1, 131072) == 14 * GIB
     gpu = custom_gpu(23.56)
-    rejected = evaluate_option(facts, gpu, 1, max_model_len=131072, kv_cache_memory_gib=11.55)
+    rejected = evaluate_option(
+        facts, gpu, 1, ServeRequest(max_model_len=131072, kv_cache_memory_gib=11.55)
+    )
     assert not rejected.fits
     assert "needs 14.00 GiB of KV cache" in rejected.reasons[0]
     assert "11.55 GiB is available" in rejected.reasons[0]
 
-    auto = evaluate_option(facts, gpu, 1, max_model_len="auto", kv_cache_memory_gib=11.55)
+    auto = evaluate_option(
+        facts, gpu, 1, ServeRequest(max_model_len="auto", kv_cache_memory_gib=11.55)
+    )
     assert auto.fits
     length = auto.max_model_len
     assert length is not None and length % BLOCK_SIZE == 0
@@ -175,14 +182,15 @@ def test_seed_llama32_3b_planned_end_to_end_rejects_128k_on_a_24gb_card() -> Non
     facts = fixture_facts("meta-llama--Llama-3.2-3B-Instruct")
     plan = plan_serving(
         facts,
+        ServeRequest(gpu_memory_utilization=0.8, max_model_len=131072),
         gpus=[custom_gpu(23.56)],
         gpu_count=1,
-        gpu_memory_utilization=0.8,
-        max_model_len=131072,
     )
     assert plan.chosen is None
     assert "needs 14.00 GiB of KV cache" in plan.options[0].reasons[0]
-    auto = plan_serving(facts, gpus=[custom_gpu(23.56)], gpu_count=1, gpu_memory_utilization=0.8)
+    auto = plan_serving(
+        facts, ServeRequest(gpu_memory_utilization=0.8), gpus=[custom_gpu(23.56)], gpu_count=1
+    )
     assert auto.chosen is not None
     length = auto.chosen.max_model_len
     assert length is not None
@@ -193,7 +201,7 @@ def test_seed_llama32_3b_planned_end_to_end_rejects_128k_on_a_24gb_card() -> Non
 def test_seed_fraction_never_above_free_memory() -> None:
     facts = fixture_facts("Qwen--Qwen2.5-7B-Instruct")
     gpu = custom_gpu(23.56)
-    asked = evaluate_option(facts, gpu, 1, gpu_memory_utilization=0.8, free_gib=17.88)
+    asked = evaluate_option(facts, gpu, 1, ServeRequest(gpu_memory_utilization=0.8), free_gib=17.88)
     assert not asked.fits
     assert "needs 18.85 GiB free at start but 17.88 of 23.56 GiB is free" in asked.reasons[0]
 
@@ -242,15 +250,15 @@ def test_cheapest_fitting_option_is_chosen() -> None:
 
 def test_explicit_length_above_model_maximum_is_rejected() -> None:
     facts = fixture_facts("Qwen--Qwen2.5-7B-Instruct")
-    option = evaluate_option(facts, find_gpu("H100"), 1, max_model_len=65536)
+    option = evaluate_option(facts, find_gpu("H100"), 1, ServeRequest(max_model_len=65536))
     assert any("exceeds the model's 32,768" in r for r in option.reasons)
 
 
 def test_fp8_kv_cache_doubles_the_tokens() -> None:
     facts = fixture_facts("meta-llama--Llama-3.1-8B-Instruct")
-    auto = evaluate_option(facts, find_gpu("H100"), 1, gpu_memory_utilization=0.9)
+    auto = evaluate_option(facts, find_gpu("H100"), 1, ServeRequest(gpu_memory_utilization=0.9))
     fp8 = evaluate_option(
-        facts, find_gpu("H100"), 1, gpu_memory_utilization=0.9, kv_cache_dtype="fp8"
+        facts, find_gpu("H100"), 1, ServeRequest(gpu_memory_utilization=0.9, kv_cache_dtype="fp8")
     )
     assert fp8.kv_cache_gib == auto.kv_cache_gib
     assert fp8.kv_tokens == pytest.approx(2 * auto.kv_tokens, abs=BLOCK_SIZE)
@@ -259,24 +267,38 @@ def test_fp8_kv_cache_doubles_the_tokens() -> None:
 def test_tp2_pays_for_nccl_and_cuda_graphs_depend_on_version() -> None:
     facts = fixture_facts("meta-llama--Llama-3.1-8B-Instruct")
     h100 = find_gpu("H100")
-    tp1 = evaluate_option(facts, h100, 1, gpu_memory_utilization=0.9, vllm_version="0.27")
-    tp2 = evaluate_option(facts, h100, 2, gpu_memory_utilization=0.9, vllm_version="0.27")
+    tp1 = evaluate_option(
+        facts, h100, 1, ServeRequest(gpu_memory_utilization=0.9, vllm_version="0.27")
+    )
+    tp2 = evaluate_option(
+        facts, h100, 2, ServeRequest(gpu_memory_utilization=0.9, vllm_version="0.27")
+    )
     assert tp2.non_torch_gib > 5 * tp1.non_torch_gib
-    old = evaluate_option(facts, h100, 1, gpu_memory_utilization=0.9, vllm_version="0.19")
+    old = evaluate_option(
+        facts, h100, 1, ServeRequest(gpu_memory_utilization=0.9, vllm_version="0.19")
+    )
     assert tp1.cuda_graph_gib > 0 and old.cuda_graph_gib == 0
-    eager = evaluate_option(facts, h100, 1, gpu_memory_utilization=0.9, enforce_eager=True)
+    eager = evaluate_option(
+        facts, h100, 1, ServeRequest(gpu_memory_utilization=0.9, enforce_eager=True)
+    )
     assert eager.cuda_graph_gib == 0
-    legacy = evaluate_option(facts, h100, 1, gpu_memory_utilization=0.9, vllm_version="0.11")
+    legacy = evaluate_option(
+        facts, h100, 1, ServeRequest(gpu_memory_utilization=0.9, vllm_version="0.11")
+    )
     assert legacy.activation_gib > 2 * old.activation_gib  # the 0.17 activation drop
 
 
 def test_old_vllm_needs_headroom_for_cuda_graphs() -> None:
     facts = fixture_facts("Qwen--Qwen2.5-0.5B-Instruct")
     option = evaluate_option(
-        facts, find_gpu("L4"), 1, gpu_memory_utilization=0.99, vllm_version="0.11", free_gib=22.0
+        facts,
+        find_gpu("L4"),
+        1,
+        ServeRequest(gpu_memory_utilization=0.99, vllm_version="0.11"),
+        free_gib=22.0,
     )
     assert any("CUDA graphs outside the budget" in r for r in option.reasons)
-    auto = evaluate_option(facts, find_gpu("L4"), 1, vllm_version="0.11")
+    auto = evaluate_option(facts, find_gpu("L4"), 1, ServeRequest(vllm_version="0.11"))
     assert auto.fits
 
 
@@ -284,13 +306,13 @@ def test_largest_fitting_length_respects_cap() -> None:
     facts = fixture_facts("meta-llama--Llama-3.1-8B-Instruct")
     assert largest_fitting_length(facts, 1, 100 * GIB, 8192) == 8192
     assert largest_fitting_length(facts, 1, 0, 8192) == 0
-    capped = evaluate_option(facts, find_gpu("H100"), 1, max_model_len_cap=16384)
+    capped = evaluate_option(facts, find_gpu("H100"), 1, ServeRequest(max_model_len_cap=16384))
     assert capped.max_model_len == 16384
 
 
 def test_auto_length_below_the_minimum_is_rejected() -> None:
     facts = fixture_facts("meta-llama--Llama-3.3-70B-Instruct")
-    option = evaluate_option(facts, find_gpu("A100 40GB"), 4, min_model_len=8192)
+    option = evaluate_option(facts, find_gpu("A100 40GB"), 4, ServeRequest(min_model_len=8192))
     assert not option.fits
     assert any("tokens of context fit (at least 8,192 wanted)" in r for r in option.reasons)
 
@@ -298,11 +320,11 @@ def test_auto_length_below_the_minimum_is_rejected() -> None:
 def test_contradictory_settings_are_errors() -> None:
     facts = fixture_facts("Qwen--Qwen3-8B")
     with pytest.raises(PlanningError, match="--tp 2 with --gpus 4"):
-        plan_serving(facts, gpu_count=4, tensor_parallel_size=2)
+        plan_serving(facts, ServeRequest(tensor_parallel_size=2), gpu_count=4)
     with pytest.raises(PlanningError, match="kv-cache-dtype"):
-        plan_serving(facts, kv_cache_dtype="int4")  # type: ignore[arg-type]
+        plan_serving(facts, ServeRequest(kv_cache_dtype="int4"))  # type: ignore[arg-type]
     with pytest.raises(PlanningError, match="gpu-memory-utilization"):
-        plan_serving(facts, gpu_memory_utilization=1.5)
+        plan_serving(facts, ServeRequest(gpu_memory_utilization=1.5))
 
 
 def test_plan_json_contract_keys() -> None:

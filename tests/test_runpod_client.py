@@ -22,10 +22,9 @@ from tuneship.runpod.specs import (
     check_pod_image,
     resource_name,
     worker_cuda_versions,
-    worker_env,
 )
 from tuneship.serving.runpod_pod import RunPodPodTarget
-from tuneship.serving.runpod_serverless import RunPodServerlessTarget
+from tuneship.serving.runpod_serverless import RunPodServerlessTarget, worker_env
 
 CREATING_CALLS = ("saveTemplate", "saveEndpoint", "podFindAndDeployOnDemand")
 
@@ -174,7 +173,7 @@ def test_hf_token_goes_to_runpod_only_for_private_or_gated_repos(
     fake_hub: FakeHub,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tuneship.runpod.deployment import hf_token_if_needed
+    from tuneship.serving.runpod_base import hf_token_if_needed
 
     token = fake_hub.add_token("acme", role="read")
     monkeypatch.setenv("HF_TOKEN", token)
@@ -336,7 +335,7 @@ def test_failure_at_each_serverless_step_leaves_nothing(
 def test_cleanup_by_name_deletes_everything_and_is_idempotent(
     fake_runpod: FakeRunPod,  # noqa: F811
 ) -> None:
-    from tuneship.runpod.deployment import delete_resources_named
+    from tuneship.serving.runpod_base import delete_resources_named
 
     client = client_for(fake_runpod)
     template = client.save_template(

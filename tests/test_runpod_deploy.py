@@ -20,8 +20,8 @@ from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from typer.testing import CliRunner
 
 from tuneship.registry import Registry
-from tuneship.runpod.deployment import RunPodDeploymentInfo
 from tuneship.serving.lifecycle import managed_deployment
+from tuneship.serving.runpod_base import RunPodDeploymentInfo
 from tuneship.serving.runpod_pod import RunPodPodTarget
 from tuneship.serving.runpod_serverless import RunPodServerlessTarget
 from tuneship.serving.smoke import SmokeTestError, run_smoke_test

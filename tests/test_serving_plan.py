@@ -21,26 +21,22 @@ from tuneship.cli.deployments import deployments_app
 from tuneship.config import ServeConfig
 from tuneship.errors import ServingError
 from tuneship.planning.inventory import list_local_gpus
+from tuneship.planning.serving import AUTO_UTILIZATION_CAP, GPU_AUTO_LEN_CAP, choose_memory_share
 from tuneship.registry import DeploymentEntry, Registry
 from tuneship.serving import engine as engine_mod
 from tuneship.serving.engine import EngineNotFoundError, find_engine_python, probe_engine
-from tuneship.serving.gpu_select import (
-    AUTO_UTILIZATION_CAP,
-    GPU_AUTO_LEN_CAP,
-    plan_serving,
-    read_local_gpus,
-    safe_utilization,
-)
 from tuneship.serving.lifecycle import stop_deployment
 from tuneship.serving.local_vllm import (
     build_server_args,
     build_server_env,
     extract_engine_errors,
-    format_options,
     is_memory_error,
 )
+from tuneship.serving.placement import plan_local_server as plan_serving
+from tuneship.serving.placement import read_local_gpus
 from tuneship.serving.process import process_start_time
 from tuneship.serving.smoke import SmokeTestError, run_smoke_test
+from tuneship.serving.vllm_options import build_vllm_options, flag_args
 
 GIB = 1024**3
 
@@ -104,9 +100,8 @@ def test_nvml_errors_mean_cpu_backend(code: int, tiny_model_dir: Path) -> None:
     assert plan.gpu_memory_utilization is None
     env = build_server_env(plan, model_is_local=True, api_key="k", base={})
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "5" and "CUDA_VISIBLE_DEVICES" not in env
-    args = build_server_args(
-        ["py"], tiny_model_dir, ServeConfig(), plan, served_model_name="m", port=1
-    )
+    engine = build_vllm_options(str(tiny_model_dir), "m", plan, ServeConfig())
+    args = build_server_args(["py"], engine, host="127.0.0.1", port=1)
     assert "--gpu-memory-utilization" not in args
 
 
@@ -140,9 +135,8 @@ def test_utilization_never_asks_more_than_free(tiny_model_dir: Path) -> None:
     assert highest * gpus[0].total_bytes < gpus[0].free_bytes - 0.5 * GIB
     auto = plan_serving(tiny_model_dir, ServeConfig(), gpus=gpus)
     assert auto.gpu_memory_utilization == highest  # 'auto' takes the highest safe share
-    args = build_server_args(
-        ["py"], tiny_model_dir, ServeConfig(), auto, served_model_name="m", port=1
-    )
+    engine = build_vllm_options(str(tiny_model_dir), "m", auto, ServeConfig())
+    args = build_server_args(["py"], engine, host="127.0.0.1", port=1)
     assert args[args.index("--gpu-memory-utilization") + 1] == f"{highest:.2f}"
 
 
@@ -169,9 +163,12 @@ def test_least_loaded_gpus_for_tensor_parallel(tiny_model_dir: Path) -> None:
     assert env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, plan.gpu_indices))
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     chosen = [g for g in gpus if g.index in plan.gpu_indices]
-    assert plan.gpu_memory_utilization == min(
-        AUTO_UTILIZATION_CAP, *(safe_utilization(g) for g in chosen)
-    )
+    # The tightest chosen GPU sets the share, as the planner's 'auto' works it out.
+    safest = [
+        choose_memory_share(g.total_bytes, g.to_gpu_spec().free_gib * GIB, "auto")[0]
+        for g in chosen
+    ]
+    assert plan.gpu_memory_utilization == min(AUTO_UTILIZATION_CAP, *safest)
 
 
 def test_gpu_choice_errors_name_the_field(tiny_model_dir: Path) -> None:
@@ -253,12 +250,11 @@ def test_server_arguments_and_environment(tiny_model_dir: Path) -> None:
         api_key="s3cret-key",
     )
     plan = plan_serving(tiny_model_dir, options, gpus=[], ram_bytes=8 * GIB)
+    engine = build_vllm_options(str(tiny_model_dir), "tiny", plan, options)
     args = build_server_args(
         ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"],
-        tiny_model_dir,
-        options,
-        plan,
-        served_model_name="tiny",
+        engine,
+        host=options.host,
         port=8123,
     )
     pairs = dict(zip(args[3::2], args[4::2], strict=False))
@@ -266,14 +262,17 @@ def test_server_arguments_and_environment(tiny_model_dir: Path) -> None:
     assert pairs["--model"] == str(tiny_model_dir) and pairs["--served-model-name"] == "tiny"
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "8123"
     assert pairs["--max-model-len"] == "512" and pairs["--dtype"] == "float32"
-    assert args[-3:] == ["--enforce-eager", "--max-num-seqs", "8"]
+    # False turns a boolean off explicitly (vLLM's --no-<flag>), in the user's order.
+    assert args[-4:] == ["--enforce-eager", "--max-num-seqs", "8", "--no-trust-remote-code"]
     assert "--trust-remote-code" not in args
     assert not any("s3cret" in a for a in args)  # the key travels in the environment
     local = build_server_env(plan, model_is_local=True, api_key="s3cret-key", base={})
     assert local["VLLM_API_KEY"] == "s3cret-key" and local["HF_HUB_OFFLINE"] == "1"
     hub = build_server_env(plan, model_is_local=False, api_key="k", base={})
     assert "HF_HUB_OFFLINE" not in hub
-    assert format_options({"kv_cache_dtype": "fp8", "x": None}) == ["--kv-cache-dtype", "fp8"]
+    assert flag_args({"kv_cache_dtype": "fp8"}) == ["--kv-cache-dtype", "fp8"]
+    unset = build_vllm_options("m", "m", plan, ServeConfig(extra_options={"x": None}))
+    assert "x" not in unset.flags  # None leaves a flag out
 
 
 # Recorded: the log of vLLM 0.32.0 (vllm-cpu) started by tuneship on the tiny model with
@@ -405,3 +404,73 @@ def test_cli_stop_unknown_name_fails(tmp_path: Path) -> None:
     result = CliRunner().invoke(deployments_app, ["stop", "nope", "--registry", url])
     assert result.exit_code == 1
     assert "no deployment named 'nope'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("fixture", "settings"),
+    [
+        ("deepseek-ai--DeepSeek-V2-Lite-Chat", {}),  # MLA: one latent per layer, every rank
+        ("google--gemma-2-9b-it", {}),  # half the layers slide over a 4096-token window
+        ("mistralai--Mistral-7B-Instruct-v0.3", {"max_model_len": 8192}),
+        ("google--gemma-2-9b-it", {"gpu_memory_utilization": 0.8, "max_model_len": "auto"}),
+    ],
+)
+def test_local_and_runpod_plans_agree(fixture: str, settings: dict[str, Any]) -> None:
+    """One planner: the same model, GPU and settings give the same answer on every target.
+
+    (Serverless and pod plans share one planning call, so the pod stands for both.)
+    """
+    from tuneship.planning.gpus import find_gpu
+    from tuneship.planning.model_facts import load_model_facts
+    from tuneship.runpod.specs import plan_pod
+
+    facts = load_model_facts(FIXTURES / f"{fixture}.json")
+    h100 = find_gpu("H100")
+    idle = [{"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1", "total": h100.total_bytes}]
+    idle[0].update(free=h100.total_bytes, util=0)
+    local = plan_serving(fixture, ServeConfig(**settings), gpus=readings(idle), facts=facts)
+    pod = plan_pod(
+        fixture,
+        ServeConfig(target="runpod-pod", **settings),
+        name="same",
+        gpus=[h100],
+        facts=facts,
+    )
+    assert local.max_model_len is not None and local.gpu_memory_utilization is not None
+    assert pod.gpu_count == local.tensor_parallel_size == 1
+    assert (pod.max_model_len, pod.gpu_memory_utilization) == (
+        local.max_model_len,
+        local.gpu_memory_utilization,
+    )
+    # The length 'auto' resolves to is capped the same way everywhere.
+    assert local.max_model_len <= 32768
+    engine_local = build_vllm_options(fixture, "m", local, ServeConfig(**settings))
+    engine_pod = build_vllm_options(fixture, "m", pod, ServeConfig(**settings))
+    assert engine_local.flags == engine_pod.flags
+
+
+def test_vllm_option_renderings_agree(tiny_model_dir: Path) -> None:
+    """The argument list, the pod's arguments and the worker's variables carry one set."""
+    import shlex
+
+    options = ServeConfig(
+        max_model_len=256,
+        extra_options={"enforce_eager": True, "enable_prefix_caching": False, "seed": 3},
+    )
+    plan = plan_serving(tiny_model_dir, options, gpus=[], ram_bytes=8 * GIB)
+    engine = build_vllm_options("acme/tiny", "tiny", plan, options, revision="abc")
+    args = engine.as_args("0.0.0.0", 8000)
+    assert shlex.split(engine.as_pod_args(8000)) == args
+    env = engine.as_worker_env()
+    assert env["MODEL_NAME"] == "acme/tiny" and env["MODEL_REVISION"] == "abc"
+    assert env["OPENAI_SERVED_MODEL_NAME_OVERRIDE"] == "tiny"
+    for key, value in engine.flags.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            assert flag in args and env[key.upper()] == "true"
+        elif value is False:
+            no_flag = "--no-" + key.replace("_", "-")
+            assert no_flag in args and flag not in args and env[key.upper()] == "false"
+        else:
+            assert args[args.index(flag) + 1] == env[key.upper()] == str(value)
+    assert engine.flags["max_model_len"] == 256 and engine.flags["seed"] == 3

@@ -202,3 +202,9 @@ def test_job_cli_rejects_invalid_spec_file(tmp_path: Path) -> None:
         read_job_result(result_file, "merge")
     with pytest.raises(MergeError, match="no result file"):
         read_job_result(tmp_path / "absent.json", "merge")
+
+
+def test_report_to_needs_the_integration_installed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(tiny_model_dir, tmp_path, report_to=["no-such-tracker"])
+    with pytest.raises(TrainingError, match=r"training\.report_to: no-such-tracker not installed"):
+        check_training_spec(spec)

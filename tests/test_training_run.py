@@ -192,3 +192,26 @@ def test_sft_improves_eval_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert result.eval_loss < result.base_eval_loss - 0.5
     assert result.loss_history[0][0] == 1 and result.loss_history[-1][0] == 40
     assert result.loss_history[-1][1] < result.loss_history[0][1]
+
+
+def test_trainer_args_and_report_to_reach_the_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = make_spec(
+        tiny_model_dir,
+        tmp_path,
+        evaluate=False,
+        lr_scheduler_type="cosine",
+        report_to=["tensorboard"],
+        lora={"r": 4, "alpha": 8, "dropout": 0.0},
+        trainer_args={"weight_decay": 0.05, "optim": "adamw_torch", "max_grad_norm": 0.5},
+    )
+    result, spy, _ = _run(spec)
+    assert result.global_step == 2
+    args = spy.args
+    assert (args.weight_decay, args.optim, args.max_grad_norm) == (0.05, "adamw_torch", 0.5)
+    assert args.lr_scheduler_type == "cosine"
+    assert args.report_to == ["tensorboard"]
+    # training.lora.r reaches PEFT through peft_lora_config alone.
+    adapter = json.loads((Path(result.output_path) / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (4, 8)
+    events = list((Path(spec.output_dir) / "runs").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuneship.config import DEMO_BASE_MODEL, ModelConfig, default_home
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    ModelConfig,
+    default_home,
+    is_demo_model,
+)
 from tuneship.errors import ConfigError
+from tuneship.hub.ids import is_hub_id
 
 
 def demo_model_dir() -> Path:
@@ -32,12 +39,6 @@ def ensure_demo_model() -> Path:
     return path
 
 
-def is_hub_id(value: str) -> bool:
-    """Return True when ``value`` looks like a Hub repo id (``namespace/name``)."""
-    parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "/", "~"))
-
-
 def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
     """Return a local folder holding the base model's files.
 
@@ -49,11 +50,20 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         A folder with config.json, weights and tokenizer.
 
     Raises:
-        ConfigError: ``model.base`` is neither the demo model, an existing folder, nor a
+        ConfigError: ``model.base`` is neither a demo model, an existing folder, nor a
             Hub id.
     """
     if model.base == DEMO_BASE_MODEL:
         return ensure_demo_model()
+    if model.base == DEMO_PRETRAINED_BASE_MODEL:
+        from tuneship.demo.pretrained import ensure_pretrained_demo_model
+
+        return ensure_pretrained_demo_model()
+    if is_demo_model(model.base):
+        raise ConfigError(
+            f"model.base={model.base!r} is not a demo model; use {DEMO_BASE_MODEL!r} (random "
+            f"weights) or {DEMO_PRETRAINED_BASE_MODEL!r} (pre-trained on the demo data)"
+        )
     path = Path(model.base).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -61,6 +71,7 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         return path
     if is_hub_id(model.base):
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError
 
         from tuneship.hub.client import unreachable_hub
 
@@ -80,6 +91,12 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
                     ],
                 )
             )
+        except RepositoryNotFoundError:
+            # A single name like "my-model" is a valid Hub id too: say both readings failed.
+            raise ConfigError(
+                f"model.base={model.base!r}: no such local folder, and no Hub model of that "
+                "name this token can see (check the spelling, or set a token for a private one)"
+            ) from None
         except Exception as exc:  # huggingface_hub and httpx raise many types
             unreachable = unreachable_hub(exc)
             if unreachable is not None:

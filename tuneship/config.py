@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,15 @@ Strategy = Literal["no", "steps", "epoch"]
 
 DEMO_BASE_MODEL = "tuneship-demo://tiny-llama"
 """Sentinel base model: the demo builds a tiny Llama model locally instead of downloading."""
+DEMO_PRETRAINED_BASE_MODEL = "tuneship-demo://tiny-llama-pretrained"
+"""The tiny Llama pre-trained on the demo data's train split (built once, cached)."""
+DEMO_MODEL_PREFIX = "tuneship-demo://"
+_MODULE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+def is_demo_model(base: str) -> bool:
+    """Return True when ``base`` names one of the demo's locally built models."""
+    return base.startswith(DEMO_MODEL_PREFIX)
 
 
 def default_home() -> Path:
@@ -97,7 +107,7 @@ class DataConfig(_Section):
     )
 
 
-class LoraConfig(_Section):
+class LoraSettings(_Section):
     """LoRA adapter settings (ignored for a full fine-tune)."""
 
     r: int = Field(16, ge=1, description="LoRA rank.")
@@ -106,6 +116,28 @@ class LoraConfig(_Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Modules trained in full beside the adapter and merged into the model, e.g. "
+            "['embed_tokens', 'norm'] (module names, or dotted paths' ends, of the base model)."
+        ),
+    )
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        """Reject names that cannot be module names, and repeats, before any model loads."""
+        bad = [name for name in value if not _MODULE_NAME_RE.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"not module names: {bad}; give names such as 'embed_tokens', 'norm' or "
+                "'model.norm' (letters, digits and underscores, dot-separated)"
+            )
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"listed more than once: {repeated}")
+        return value
 
 
 class TrainingConfig(_Section):
@@ -115,7 +147,7 @@ class TrainingConfig(_Section):
     adapter: Literal["lora", "qlora", "full"] = Field(
         "lora", description="lora, qlora (4-bit base, CUDA only) or full fine-tuning."
     )
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     max_steps: int = Field(
         -1, description="Stop after this many steps; -1 trains num_train_epochs."
     )
@@ -144,11 +176,37 @@ class TrainingConfig(_Section):
     resume_from_checkpoint: str | None = Field(
         None, description="Checkpoint folder to resume from, or 'auto' for the newest one."
     )
+    train_on_inputs: bool = Field(
+        False,
+        description="SFT: false puts the loss on the assistant's tokens (chat) or the "
+        "completion (prompt/completion) only; true trains on every token.",
+    )
     beta: float = Field(0.1, gt=0, description="DPO beta / ORPO lambda.")
     seed: int = Field(42, description="Training seed.")
     require_improvement: bool = Field(
         False, description="Stop before publishing unless eval loss beats the base model's."
     )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where to report metrics, e.g. ['tensorboard'] (event files under "
+            "<workdir>/train/runs), 'wandb' or 'mlflow' where installed; empty: nowhere."
+        ),
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Any other field of the method's TRL config (SFTConfig, DPOConfig, ORPOConfig), "
+            "e.g. {weight_decay: 0.01, optim: adamw_torch, max_grad_norm: 0.5}; checked "
+            "against that class when the config loads."
+        ),
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_reporter(cls, value: Any) -> Any:
+        """Accept a single name (``report_to: tensorboard``) as a one-item list."""
+        return [value] if isinstance(value, str) else value
 
     @field_validator("max_steps")
     @classmethod
@@ -195,6 +253,19 @@ class TrainingConfig(_Section):
                     "training.load_best_model_at_end is true"
                 )
             object.__setattr__(self, "save_steps", self.eval_steps)
+        return self
+
+    @model_validator(mode="after")
+    def _check_trainer_args(self) -> TrainingConfig:
+        """Reject ``trainer_args`` names the method's TRL config cannot take."""
+        if not self.trainer_args:
+            return self
+        # Imported here: trainer_args imports TRL, which config loading otherwise never needs.
+        from tuneship.training.trainer_args import find_trainer_args_problems
+
+        problems = find_trainer_args_problems(self.method, self.trainer_args)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

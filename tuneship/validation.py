@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
-from tuneship.config import DEMO_BASE_MODEL, PipelineConfig
+from tuneship.config import (
+    DEMO_BASE_MODEL,
+    DEMO_PRETRAINED_BASE_MODEL,
+    PipelineConfig,
+)
+from tuneship.data.sources import DEMO_DATA
 from tuneship.errors import ConfigError, TrainingError
+
+
+@dataclass(frozen=True)
+class RunSecrets:
+    """The credentials a run uses, resolved once by the caller.
+
+    The Prefect layer loads them from the config's blocks
+    (``tuneship.tasks.credentials.load_run_secrets``); without a caller's secrets the
+    checks read ``HF_TOKEN`` and ``RUNPOD_API_KEY``. Domain code never loads a block.
+    """
+
+    hf_token: SecretStr | None = None
+    runpod_api_key: SecretStr | None = None
+
+    @classmethod
+    def from_environment(cls) -> RunSecrets:
+        """``HF_TOKEN`` and ``RUNPOD_API_KEY`` (registered with the log masker)."""
+        from tuneship.secrets import register_secret
+
+        values = [os.environ.get(k, "").strip() for k in ("HF_TOKEN", "RUNPOD_API_KEY")]
+        for value in values:
+            register_secret(value or None)
+        hf, runpod = (SecretStr(v) if v else None for v in values)
+        return cls(hf_token=hf, runpod_api_key=runpod)
 
 
 class CheckResult(BaseModel):
@@ -42,6 +73,31 @@ def _check_qlora(config: PipelineConfig) -> str:
     return "qlora on CUDA"
 
 
+def _check_demo_split(config: PipelineConfig) -> None:
+    """Refuse the pre-trained demo base on the demo data split another way.
+
+    That base learnt the train split of the demo's own data settings; split differently,
+    some of the run's eval rows would be sentences the base was trained on.
+    """
+    if config.model.base != DEMO_PRETRAINED_BASE_MODEL or config.data.path != DEMO_DATA:
+        return
+    from tuneship.demo.pretrained import demo_data_config
+
+    # max_length truncates rows but does not change which rows land in which split.
+    ignore = {"max_length"}
+    expected = demo_data_config().model_dump(exclude=ignore)
+    changed = sorted(
+        k for k, v in config.data.model_dump(exclude=ignore).items() if expected[k] != v
+    )
+    if changed:
+        raise ConfigError(
+            f"model.base={DEMO_PRETRAINED_BASE_MODEL!r} was pre-trained on the train split of "
+            f"the demo data as tuneship/demo/demo.yaml splits it, but this run changes "
+            f"data.{', data.'.join(changed)}: its eval rows could be sentences the base has "
+            f"learnt. Keep the demo's data settings or use model.base={DEMO_BASE_MODEL!r}."
+        )
+
+
 def _check_publish(config: PipelineConfig) -> str:
     if config.publish.target == "hub":
         return f"hub repo {config.publish.repo_id} (access checked with the credentials)"
@@ -50,16 +106,14 @@ def _check_publish(config: PipelineConfig) -> str:
     return f"local store {store}"
 
 
-def _check_serving(config: PipelineConfig) -> str:
+def _check_serving(config: PipelineConfig, secrets: RunSecrets) -> str:
     if config.serve.target in ("runpod-serverless", "runpod-pod"):
         if config.publish.target != "hub":
             raise ConfigError(
                 f"serve.target={config.serve.target} pulls the model from the Hugging Face "
                 "Hub, so publish.target must be 'hub' (it is 'local')"
             )
-        from tuneship.blocks.credentials import resolve_runpod_api_key
-
-        if resolve_runpod_api_key(config.serve.runpod.credentials_block) is None:
+        if secrets.runpod_api_key is None:
             raise ConfigError(
                 f"serve.target={config.serve.target} needs a RunPod API key: set "
                 "serve.runpod.credentials_block to a RunPodCredentials block, or "
@@ -77,20 +131,18 @@ def _check_serving(config: PipelineConfig) -> str:
 
 def base_model_hub_id(config: PipelineConfig) -> str | None:
     """Return ``model.base`` when it names a Hub model (not the demo or a local folder)."""
-    from tuneship.base_model import is_hub_id
+    from tuneship.hub.ids import is_hub_id
 
-    base = config.model.base
-    if base == DEMO_BASE_MODEL or Path(base).expanduser().exists() or not is_hub_id(base):
-        return None
-    return base
+    return config.model.base if is_hub_id(config.model.base) else None
 
 
-def fetch_base_model(config: PipelineConfig) -> Path:
+def fetch_base_model(config: PipelineConfig, secrets: RunSecrets | None = None) -> Path:
     """Return a local folder of ``model.base``, downloading a Hub model with the run's token.
 
     Args:
-        config: The run's configuration (the token comes from its credentials block or
-            ``HF_TOKEN``, and only when the base is a Hub model).
+        config: The run's configuration.
+        secrets: The run's credentials (the Hub token is used only when the base is a Hub
+            model); None reads the environment.
 
     Returns:
         A folder with the base model's config, weights and tokenizer.
@@ -99,14 +151,12 @@ def fetch_base_model(config: PipelineConfig) -> Path:
 
     token = None
     if base_model_hub_id(config):
-        from tuneship.blocks.credentials import resolve_hf_token
-
-        secret = resolve_hf_token(config.publish.hf_credentials_block)
+        secret = (secrets or RunSecrets.from_environment()).hf_token
         token = secret.get_secret_value() if secret else None
     return resolve_base_model(config.model, token=token)
 
 
-def check_credentials(config: PipelineConfig) -> CheckResult:
+def check_credentials(config: PipelineConfig, secrets: RunSecrets | None = None) -> CheckResult:
     """Check Hub credentials before anything is downloaded or trained.
 
     The token must be valid (``whoami``), may write to ``publish.repo_id``'s namespace when
@@ -114,6 +164,7 @@ def check_credentials(config: PipelineConfig) -> CheckResult:
 
     Args:
         config: The run's configuration.
+        secrets: The run's credentials; None reads the environment.
 
     Returns:
         What was checked.
@@ -125,10 +176,9 @@ def check_credentials(config: PipelineConfig) -> CheckResult:
     publishing = config.publish.target == "hub"
     if not publishing and base is None:
         return CheckResult(name="credentials", ok=True, detail="none needed")
-    from tuneship.blocks.credentials import resolve_hf_token
     from tuneship.hub.preflight import check_hub_access
 
-    token = resolve_hf_token(config.publish.hf_credentials_block)
+    token = (secrets or RunSecrets.from_environment()).hf_token
     access = check_hub_access(
         token,
         config.publish.hub_endpoint,
@@ -146,12 +196,15 @@ def check_credentials(config: PipelineConfig) -> CheckResult:
     return CheckResult(name="credentials", ok=True, detail=", ".join(parts) or "ok")
 
 
-def check_before_training(config: PipelineConfig, base_model_dir: Path) -> list[CheckResult]:
+def check_before_training(
+    config: PipelineConfig, base_model_dir: Path, secrets: RunSecrets | None = None
+) -> list[CheckResult]:
     """Run the cheap checks that must pass before any GPU is used.
 
     Args:
         config: The run's configuration.
         base_model_dir: Local folder of the base model.
+        secrets: The run's credentials; None reads the environment.
 
     Returns:
         One result per check (all passed).
@@ -168,18 +221,20 @@ def check_before_training(config: PipelineConfig, base_model_dir: Path) -> list[
     from tuneship.model_folder import check_model_folder
 
     detail = check_model_folder(base_model_dir, trust_remote_code=config.model.trust_remote_code)
+    _check_demo_split(config)
     results.append(CheckResult(name="base model", ok=True, detail=detail))
     for name, check in (
         ("compute", _check_qlora),
         ("publish", _check_publish),
         ("registry", _check_registry),
-        ("serving", _check_serving),
     ):
         results.append(CheckResult(name=name, ok=True, detail=check(config)))
+    serving = _check_serving(config, secrets or RunSecrets.from_environment())
+    results.append(CheckResult(name="serving", ok=True, detail=serving))
     return results
 
 
-def validate_run(config: PipelineConfig) -> list[CheckResult]:
+def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> list[CheckResult]:
     """Check everything that can be checked before training; start nothing.
 
     The data is read, validated, converted and split into a temporary folder, the
@@ -187,6 +242,7 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
 
     Args:
         config: The run's configuration.
+        secrets: The run's credentials (the CLI loads them); None reads the environment.
 
     Returns:
         One result per check; the first failure raises instead.
@@ -199,9 +255,10 @@ def validate_run(config: PipelineConfig) -> list[CheckResult]:
     from tuneship.data import prepare_dataset
     from tuneship.training import TrainJobSpec, check_training_spec
 
-    credentials = check_credentials(config)
-    base_dir = fetch_base_model(config)
-    results = [credentials, *check_before_training(config, base_dir)]
+    secrets = secrets or RunSecrets.from_environment()
+    credentials = check_credentials(config, secrets)
+    base_dir = fetch_base_model(config, secrets)
+    results = [credentials, *check_before_training(config, base_dir, secrets)]
     with tempfile.TemporaryDirectory(prefix="tuneship-validate-") as tmp:
         prepared = prepare_dataset(
             config.data,

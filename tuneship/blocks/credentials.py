@@ -202,7 +202,12 @@ def _secret_from_env(env_var: str) -> SecretStr | None:
     return SecretStr(value)
 
 
-def _load_block(cls: type[CredentialsBlock], name: str, field: str) -> CredentialsBlock:
+def load_block(cls: type[CredentialsBlock], name: str, field: str) -> CredentialsBlock:
+    """Load the saved block ``name`` of type ``cls``; ``field`` names the config setting.
+
+    Raises:
+        ConfigError: No such block (the message says how to create one).
+    """
     slug = cls.get_block_type_slug()
     block_name = name.split("/", 1)[1] if name.startswith(f"{slug}/") else name
     try:
@@ -239,7 +244,7 @@ def load_hf_credentials(
         ConfigError: The named block does not exist.
     """
     if block_name:
-        block = _load_block(HuggingFaceCredentials, block_name, field)
+        block = load_block(HuggingFaceCredentials, block_name, field)
         assert isinstance(block, HuggingFaceCredentials)
         register_secret(block.token)
         return block
@@ -294,7 +299,7 @@ def resolve_runpod_api_key(
         ConfigError: The named block does not exist.
     """
     if block_name:
-        block = _load_block(RunPodCredentials, block_name, field)
+        block = load_block(RunPodCredentials, block_name, field)
         assert isinstance(block, RunPodCredentials)
         register_secret(block.api_key)
         return block.api_key

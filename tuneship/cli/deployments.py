@@ -90,13 +90,19 @@ def stop(
     A local server's whole process group is stopped; a RunPod endpoint is scaled to zero
     and deleted with its template, a RunPod pod is terminated.
     """
-    from tuneship.runpod.deployment import stop_runpod_deployment
+    from tuneship.registry import Registry
     from tuneship.serving.lifecycle import stop_deployment
+    from tuneship.tasks.credentials import load_target
 
     try:
-        entry = stop_runpod_deployment(name, registry_url=registry)
-        if entry is None:
-            entry = stop_deployment(name, registry_url=registry, timeout_s=timeout)
+        with Registry(registry) as reg:
+            recorded = reg.get_deployment(name)
+        target = None
+        if recorded is not None:
+            # The target named in the record, with the credentials it was started with.
+            block = (recorded.details or {}).get("credentials_block")
+            target = load_target(recorded.target, credentials_block=block)
+        entry = stop_deployment(name, registry_url=registry, timeout_s=timeout, target=target)
     except TuneshipError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None

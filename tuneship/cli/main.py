@@ -118,11 +118,12 @@ def validate(
     """Check config, data, credentials and training settings; train nothing."""
     _quiet_env()
     from tuneship.config import load_config
+    from tuneship.tasks.credentials import load_run_secrets
     from tuneship.validation import validate_run
 
     try:
         cfg = load_config(config, set_ or [])
-        results = validate_run(cfg)
+        results = validate_run(cfg, load_run_secrets(cfg))
     except TuneshipError as exc:
         raise _fail(exc) from None
     for result in results:
@@ -158,6 +159,8 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
             f"eval loss before training: {summary.base_eval_loss:.4f}\n"
             f"eval loss after training:  {summary.eval_loss:.4f}"
         )
+    if summary.merge_check:
+        typer.echo(f"merge check: {summary.merge_check}")
     typer.echo(f"model folder: {summary.published.location}")
     typer.echo(render_summary(summary))
     dep = summary.deployment

@@ -9,6 +9,7 @@ import typer
 
 from tuneship.errors import RegistryError
 from tuneship.registry import ModelDetails, ModelEntry, Registry, default_registry_url
+from tuneship.tables import format_table
 
 models_app = typer.Typer(
     help="List and inspect registered models.", no_args_is_help=True, add_completion=False
@@ -32,14 +33,6 @@ def _open(url: str | None) -> Registry:
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 def _loss(metrics: dict[str, float], key: str) -> str:
@@ -83,7 +76,7 @@ def list_command(json_output: JsonOption = False, registry: RegistryOption = Non
         for m in models
     ]
     headers = ["NAME", "VERSION", "BASE", "METHOD", "BASE LOSS", "EVAL LOSS", "TARGET"]
-    typer.echo(_table([*headers, "REVISION", "CREATED"], rows))
+    typer.echo("\n".join(format_table([*headers, "REVISION", "CREATED"], rows)))
 
 
 def _show_text(details: ModelDetails) -> str:
@@ -113,7 +106,7 @@ def _show_text(details: ModelDetails) -> str:
             [d.name, d.target, d.status, d.served_model_name or "-", d.url or "-"]
             for d in details.deployments
         ]
-        table = _table(["NAME", "TARGET", "STATUS", "SERVED AS", "URL"], rows)
+        table = "\n".join(format_table(["NAME", "TARGET", "STATUS", "SERVED AS", "URL"], rows))
         lines += [f"  {line}" for line in table.splitlines()]
     else:
         lines.append("  (none)")

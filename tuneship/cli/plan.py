@@ -15,7 +15,7 @@ from tuneship.errors import TuneshipError
 from tuneship.planning.gpus import GpuSpec, custom_gpu, find_gpu
 from tuneship.planning.model_facts import load_model_facts
 from tuneship.planning.render import render_serving_plan, render_training_plan
-from tuneship.planning.serving import plan_serving
+from tuneship.planning.serving import ServeRequest, plan_serving
 from tuneship.planning.training import plan_training
 
 plan_app = typer.Typer(
@@ -103,16 +103,13 @@ def serve(
         elif gpu_memory_gib is not None:
             candidates = [custom_gpu(gpu_memory_gib)]
         facts = load_model_facts(model)
-        plan = plan_serving(
-            facts,
-            gpus=candidates,
-            gpu_count=gpus,
-            tensor_parallel_size=tp,
+        request = ServeRequest(
             max_model_len=length,
             gpu_memory_utilization=util,
-            free_gib=free_gib,
+            tensor_parallel_size=tp,
             kv_cache_dtype=cast(Literal["auto", "fp8"], kv_cache_dtype),
         )
+        plan = plan_serving(facts, request, gpus=candidates, gpu_count=gpus, free_gib=free_gib)
     except TuneshipError as exc:
         raise _fail(exc) from None
     if as_json:

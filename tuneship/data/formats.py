@@ -21,6 +21,7 @@ to rejected) fail unless ``data.drop_invalid_rows`` is set.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,6 +62,26 @@ def accepted_formats() -> str:
     return "\n".join(f"  {name}: {shape}" for name, shape in FORMAT_SHAPES.items())
 
 
+def match_format(keys: Iterable[str]) -> SourceFormat | None:
+    """Return the row format a row's keys match, or None (the one rule for formats).
+
+    Used on source rows (any accepted format) and on the trainer rows the data stage
+    writes (messages, prompt_completion or preference).
+    """
+    found = set(keys)
+    if "messages" in found:
+        return "messages"
+    if "conversations" in found:
+        return "sharegpt"
+    if {"chosen", "rejected"} <= found:
+        return "preference"
+    if {"prompt", "completion"} <= found:
+        return "prompt_completion"
+    if {"instruction", "output"} <= found:
+        return "alpaca"
+    return None
+
+
 def detect_format(rows: list[Row]) -> SourceFormat:
     """Detect the format from the keys of the first row.
 
@@ -75,16 +96,9 @@ def detect_format(rows: list[Row]) -> SourceFormat:
             the keys found.
     """
     keys = set(rows[0].data)
-    if "messages" in keys:
-        return "messages"
-    if "conversations" in keys:
-        return "sharegpt"
-    if {"chosen", "rejected"} <= keys:
-        return "preference"
-    if {"prompt", "completion"} <= keys:
-        return "prompt_completion"
-    if {"instruction", "output"} <= keys:
-        return "alpaca"
+    fmt = match_format(keys)
+    if fmt is not None:
+        return fmt
     raise DataError(
         f"{rows[0].where}: unknown row format; found keys {sorted(keys)}. Accepted formats "
         f"(set data.format to force one):\n{accepted_formats()}"

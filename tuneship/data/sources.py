@@ -26,11 +26,11 @@ from tuneship.config import DataConfig
 from tuneship.data.readers import DATA_SUFFIXES, data_suffix, read_file, records_to_rows, split_name
 from tuneship.data.rows import Row
 from tuneship.errors import DataError, TransientError
+from tuneship.hub.ids import is_hub_id
 
 DEMO_DATA = "tuneship-demo://sample"
 """Sentinel path for the sample chat data shipped with tuneship."""
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _SPLIT_STEM = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -67,7 +67,7 @@ def resolve_path(path: str) -> str:
 
 def looks_like_hub_id(path: str) -> bool:
     """Whether ``path`` could be a Hub dataset id rather than a (missing) local file."""
-    return bool(HUB_ID.match(path)) and data_suffix(Path(path)) is None
+    return is_hub_id(path, namespaced=True) and data_suffix(Path(path)) is None
 
 
 def open_source(data: DataConfig) -> DataSource:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -140,21 +141,37 @@ def build_tiny_model(
     return path
 
 
-def pretrain_texts() -> list[str]:
-    """Plain sentences (no chat format) that state the sample data's facts.
+def pretrain_texts(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Plain sentences (no chat format): the assistant answers of chat ``rows``.
 
-    The demo's base is pre-trained on these, like a real base model knows facts before
+    The demo's pre-trained base learns these, like a real base model knows facts before
     instruction tuning; the fine-tune then teaches the question-and-answer chat format.
+    Pass only training rows: whatever is given here is learnt.
+
+    Args:
+        rows: ``messages`` rows.
+
+    Returns:
+        The distinct answers, sorted (a stable order for a seeded pre-training).
     """
-    texts = []
-    for line in sample_data_path().read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        answer = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
-        texts.append(answer)
-    return sorted(set(texts))
+    texts = {
+        m["content"]
+        for row in rows
+        for m in row.get("messages", [])
+        if m.get("role") == "assistant" and m.get("content")
+    }
+    return sorted(texts)
 
 
-def pretrain_model(path: Path, texts: list[str], *, steps: int, seed: int = 0) -> None:
+def pretrain_model(
+    path: Path,
+    texts: list[str],
+    *,
+    steps: int,
+    seed: int = 0,
+    learning_rate: float = 2e-3,
+    batch_size: int = 16,
+) -> float:
     """Pre-train the saved model at ``path`` on plain ``texts`` (full training, CPU, seeded).
 
     Args:
@@ -162,6 +179,11 @@ def pretrain_model(path: Path, texts: list[str], *, steps: int, seed: int = 0) -
         texts: Sentences to learn.
         steps: Optimiser steps.
         seed: Seed for batch order.
+        learning_rate: AdamW learning rate.
+        batch_size: Sentences per step, drawn with replacement.
+
+    Returns:
+        The loss of the last step.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -174,13 +196,16 @@ def pretrain_model(path: Path, texts: list[str], *, steps: int, seed: int = 0) -
     ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded])
     labels = ids.masked_fill(ids == pad, -100)
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    torch.manual_seed(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
+    loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        batch = torch.randint(0, len(ids), (16,), generator=generator)
+        batch = torch.randint(0, len(ids), (batch_size,), generator=generator)
         loss = model(input_ids=ids[batch], labels=labels[batch]).loss
         loss.backward()
         optimiser.step()
         optimiser.zero_grad()
     model.eval()
     model.save_pretrained(path, safe_serialization=True)
+    return float(loss.detach())

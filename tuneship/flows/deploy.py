@@ -98,8 +98,8 @@ def deploy_to_runpod(
     Returns:
         The endpoint, its price and the smoke test's answer.
     """
-    from tuneship.runpod.deployment import RunPodDeploymentInfo
     from tuneship.serving.lifecycle import managed_deployment
+    from tuneship.serving.runpod_base import RunPodDeploymentInfo
 
     registry = registry_url
     version = model_version or revision or "main"

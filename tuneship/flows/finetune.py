@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tuneship import __version__
-from tuneship.config import (
-    DEMO_BASE_MODEL,
-    PipelineConfig,
-    build_config,
-    default_home,
-    load_config,
-)
+from tuneship.config import PipelineConfig, build_config, default_home, load_config
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
-from tuneship.packaging import CardInfo, read_base_license
+from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
-from tuneship.registry import ModelEntry
 from tuneship.runs import (
     check_not_worse_than_published,
     config_for_run_folder,
     new_run_dir,
     publish_lock,
 )
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.data import prepare_dataset_split
 from tuneship.tasks.planning import plan_training_memory
+from tuneship.tasks.preflight import (
+    check_before_training_task,
+    check_credentials_task,
+    resolve_base_model_task,
+)
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.serving import (
     check_loads_in_vllm,
@@ -42,8 +37,7 @@ from tuneship.tasks.serving import (
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
-from tuneship.training import MergeJobSpec, TrainJobSpec
-from tuneship.validation import check_before_training, check_credentials, fetch_base_model
+from tuneship.training.specs import MergeResult, build_merge_spec, build_train_spec
 
 
 class DeploymentSummary(BaseModel):
@@ -72,6 +66,7 @@ class RunSummary(BaseModel):
     base_eval_loss: float | None
     eval_loss: float | None
     gate: str
+    merge_check: str | None = None
     merged_dir: str
     package_dir: str
     published: PublishResult
@@ -79,38 +74,6 @@ class RunSummary(BaseModel):
     model_name: str
     model_version: str
     deployment: DeploymentSummary | None = None
-
-
-@task(
-    name="resolve-base-model",
-    retries=3,
-    retry_delay_seconds=[5, 20, 60],
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
-def resolve_base_model_task(config: PipelineConfig) -> str:
-    """Return a local folder of the base model (downloading or building it as needed)."""
-    return str(fetch_base_model(config))
-
-
-@task(
-    name="check-credentials",
-    retries=2,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
-def check_credentials_task(config: PipelineConfig) -> str:
-    """Check Hub tokens, write access and base-model access before anything is downloaded."""
-    result = check_credentials(config)
-    get_logger().info("credentials: %s", result.detail)
-    return result.detail
-
-
-@task(name="check-before-training", cache_policy=NO_CACHE)
-def check_before_training_task(config: PipelineConfig, base_model_dir: str) -> None:
-    """Run every check that needs no GPU, so a bad run fails before anything is paid for."""
-    check_before_training(config, Path(base_model_dir))
 
 
 def resolve_flow_config(
@@ -153,20 +116,15 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
     except TuneshipError as exc:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
-    if config.serve.target not in ("runpod-serverless", "runpod-pod"):
-        return
-    from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
-    from tuneship.runpod.specs import resource_name
+    from tuneship.tasks.deploy import delete_run_resources
 
-    name = resource_name(config.name)
-    try:
-        deleted = delete_resources_named(
-            runpod_client_for(config.serve.runpod.credentials_block), name
-        )
-    except TuneshipError as exc:
-        logger.error("could not delete RunPod resources named %s: %s", name, exc)
-        return
-    logger.warning("deleted RunPod resources named %s: %s", name, ", ".join(deleted) or "none")
+    delete_run_resources(
+        logger,
+        config.serve.target,
+        config.serve.runpod.credentials_block,
+        config.name,
+        state.name,
+    )
 
 
 def _current_flow_run_id() -> str | None:
@@ -222,21 +180,10 @@ def finetune_and_deploy(
     handle = provision_compute(config.compute)
     plan_training_memory(config, base_dir, handle)
 
-    train_spec = TrainJobSpec(
-        model_path=base_dir,
-        train_path=prepared.train_path,
-        eval_path=prepared.eval_path,
-        trainer_format=prepared.trainer_format,
-        output_dir=str(run_dir / "train"),
-        training=config.training,
-        max_length=config.data.max_length,
-        model_dtype=config.model.dtype,
-        device=handle.device,
-        cuda_devices=handle.gpu_indices,
-        trust_remote_code=config.model.trust_remote_code,
-    )
     with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-        trained = train_model(train_spec, config.name, config.publish)
+        trained = train_model(
+            build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+        )
 
     gate: GateResult = check_eval_gate(
         trained.base_eval_loss,
@@ -245,49 +192,8 @@ def finetune_and_deploy(
     )
     logger.info("eval gate: %s", gate.message)
 
-    merged = merge_adapter(
-        MergeJobSpec(
-            base_model_path=base_dir,
-            adapter_path=trained.output_path,
-            is_adapter=trained.is_adapter,
-            output_dir=str(run_dir / "merged"),
-            eval_path=prepared.eval_path,
-            train_path=prepared.train_path,
-            dtype=config.model.dtype,
-            trust_remote_code=config.model.trust_remote_code,
-            max_length=min(config.data.max_length, 128),
-        )
-    )
-
-    base_label = (
-        "tuneship demo tiny Llama" if config.model.base == DEMO_BASE_MODEL else config.model.base
-    )
-    metrics = {
-        k: v
-        for k, v in {
-            "base_eval_loss": trained.base_eval_loss,
-            "eval_loss": trained.eval_loss,
-        }.items()
-        if v is not None
-    }
-    card = CardInfo(
-        repo_id=config.publish.repo_id,
-        base_model=base_label,
-        method=config.training.method,
-        adapter=config.training.adapter,
-        datasets=[config.data.path] if "://" not in config.data.path else [],
-        license=config.publish.license or read_base_license(base_dir),
-        metrics=metrics,
-        hyperparameters={
-            "learning_rate": config.training.learning_rate,
-            "max_steps": trained.global_step,
-            "lora_r": config.training.lora.r,
-            "lora_alpha": config.training.lora.alpha,
-            "per_device_train_batch_size": config.training.per_device_train_batch_size,
-        },
-        dataset_fingerprint=prepared.fingerprint,
-        tuneship_version=__version__,
-    )
+    merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
+    card = build_card_info(config, base_dir, trained, prepared)
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
     )
@@ -297,6 +203,8 @@ def finetune_and_deploy(
         logger.info(
             "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
         )
+    # The lock and the gate sit around publish+register, so two same-name runs can neither
+    # push to one repo at once nor move it to a worse model than the one it replaces.
     lock_dir = config.store_dir() if config.publish.target == "local" else default_home() / "locks"
     with publish_lock(
         lock_dir,
@@ -315,20 +223,7 @@ def finetune_and_deploy(
         )
         published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
         entry = register_model(
-            config.registry_url(),
-            ModelEntry(
-                name=config.publish.repo_id,
-                version=published.revision,
-                base_model=base_label,
-                method=config.training.method,
-                adapter=config.training.adapter,
-                dataset_fingerprint=prepared.fingerprint,
-                metrics=metrics,
-                artifact_target=published.target,
-                artifact_location=published.location,
-                artifact_revision=published.revision,
-                flow_run_id=run_id,
-            ),
+            config.registry_url(), build_model_entry(card, trained, published, run_id)
         )
     # A kept server serves the published copy, which no later run overwrites.
     serve_dir = published.location if config.publish.target == "local" else package.path
@@ -341,7 +236,7 @@ def finetune_and_deploy(
     summary = RunSummary(
         name=config.name,
         flow_run_id=run_id,
-        base_model=base_label,
+        base_model=card.base_model,
         device=handle.device,
         n_train=prepared.n_train,
         n_eval=prepared.n_eval,
@@ -349,6 +244,7 @@ def finetune_and_deploy(
         base_eval_loss=trained.base_eval_loss,
         eval_loss=trained.eval_loss,
         gate=gate.message,
+        merge_check=describe_merge_check(merged),
         merged_dir=merged.merged_dir,
         package_dir=package.path,
         published=published,
@@ -389,12 +285,12 @@ def serve_and_smoke_test(
     replaced = make_way_for(config.name, config.registry_url(), config.serve.on_existing)
     if replaced:
         get_logger().warning("%s (serve.on_existing=replace)", replaced)
-    # The plan fails fast when the request cannot fit; the target re-plans from the same
-    # readings when it starts the server.
-    plan_local_serving(model_dir, config.serve, config.name)
+    # The plan fails fast when the request cannot fit; the server starts with this plan.
+    plan = plan_local_serving(model_dir, config.serve, config.name)
     with managed_deployment(
         model_dir,
         config.serve,
+        plan=plan,
         name=config.name,
         model_name=model_name,
         model_version=model_version,
@@ -469,6 +365,15 @@ def deploy_published_to_runpod(
     )
 
 
+def describe_merge_check(result: MergeResult) -> str:
+    """Say what the merge self-check compared and the logit difference it measured."""
+    what = "merged model vs base + adapter" if result.merged else "re-saved model vs trained model"
+    return (
+        f"{what}: max abs logit difference {result.max_abs_logit_diff:.3g} "
+        f"(tolerance {result.tolerance:.3g}, {result.dtype}, {result.checked_rows} rows)"
+    )
+
+
 def render_summary(summary: RunSummary) -> str:
     """Render a run summary as a Markdown table (artifact and CLI output)."""
     rows = [
@@ -477,6 +382,7 @@ def render_summary(summary: RunSummary) -> str:
         ("data", f"{summary.n_train} train / {summary.n_eval} eval rows"),
         ("dataset fingerprint", summary.dataset_fingerprint[:16]),
         ("eval", summary.gate),
+        ("merge check", summary.merge_check or "not run"),
         ("packaged model", summary.package_dir),
         ("published", f"{summary.published.target}: {summary.published.location}"),
         ("revision", summary.published.revision),

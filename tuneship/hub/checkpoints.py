@@ -18,7 +18,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Re
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from tuneship.errors import PublishError, TransientError
+from tuneship.errors import PublishError, TransientError, is_transient
 from tuneship.hub.client import call_with_retries, describe_error, translate_error
 
 logger = logging.getLogger(__name__)
@@ -252,15 +252,17 @@ def download_latest_checkpoint(
         return None
     name = f"checkpoint-{steps[-1]}"
     dest.mkdir(parents=True, exist_ok=True)
+    what = f"downloading {name} from {repo_id}@{branch}"
     try:
-        call_with_retries(
-            lambda: api.snapshot_download(
-                repo_id, revision=branch, allow_patterns=[f"{name}/*"], local_dir=dest
-            ),
-            what=f"downloading {name} from {repo_id}@{branch}",
+        # No retry loop here: snapshot_download backs off on 429/5xx by itself, and a
+        # failure still transient after that is left to the task's retry policy.
+        api.snapshot_download(
+            repo_id, revision=branch, allow_patterns=[f"{name}/*"], local_dir=dest
         )
     except HfHubHTTPError as exc:
-        raise translate_error(exc, what=f"downloading {name} from {repo_id}@{branch}") from None
+        if is_transient(exc):
+            raise TransientError(f"{what}: {describe_error(exc)}; retry later") from None
+        raise translate_error(exc, what=what) from None
     folder = dest / name
     if not (folder / "trainer_state.json").is_file():
         raise PublishError(

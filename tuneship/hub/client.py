@@ -16,7 +16,6 @@ from typing import TypeVar
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
-    HfHubHTTPError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
@@ -24,7 +23,13 @@ from huggingface_hub.errors import (
 )
 from pydantic import SecretStr
 
-from tuneship.errors import PublishError, TransientError, TuneshipError
+from tuneship.errors import (
+    PublishError,
+    TransientError,
+    TuneshipError,
+    http_status,
+    is_transient,
+)
 from tuneship.secrets import mask_secrets, register_secret
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 120.0
 
 
@@ -66,42 +70,6 @@ def make_api(token: SecretStr | None, endpoint: str | None = None) -> HfApi:
     raw = token.get_secret_value() if token is not None else None
     # library_name shows up in the Hub's user agent, as the PrefectHQ integrations do.
     return HfApi(endpoint=resolve_endpoint(endpoint), token=raw, library_name="tuneship")
-
-
-def status_of(exc: BaseException) -> int | None:
-    """HTTP status of a huggingface_hub error, or None when it carries no response."""
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying: HTTP 429/5xx, or the connection failed.
-
-    Args:
-        exc: An exception raised by huggingface_hub or httpx2.
-
-    Returns:
-        True for rate limits, server errors and network errors; False for everything else
-        (bad token, missing repo, forbidden, bad request), which retrying cannot fix.
-    """
-    if isinstance(exc, HfHubHTTPError):
-        return status_of(exc) in RETRY_STATUSES
-    try:
-        import httpx2
-
-        if isinstance(exc, httpx2.TransportError):
-            return True
-    except ImportError:  # huggingface_hub 1.x uses httpx
-        pass
-    try:
-        import httpx
-
-        if isinstance(exc, httpx.TransportError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class HubUnreachableError(TuneshipError):
@@ -231,7 +199,7 @@ def describe_error(exc: BaseException, token: SecretStr | None = None) -> str:
     Returns:
         ``"<status> <first line of the server message>"`` or the exception's first line.
     """
-    status = status_of(exc)
+    status = http_status(exc)
     server = getattr(exc, "server_message", None)
     text = str(server).strip() if server else str(exc).strip()
     first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
@@ -258,7 +226,7 @@ def translate_error(
         The error to raise (the caller raises it ``from None`` so the original, which may
         carry request headers, is not chained).
     """
-    status = status_of(exc)
+    status = http_status(exc)
     base = resolve_endpoint(endpoint)
     reason = describe_error(exc, token)
     if isinstance(exc, GatedRepoError):

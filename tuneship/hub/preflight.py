@@ -8,9 +8,7 @@ no message ever contains the token.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
@@ -22,18 +20,17 @@ from huggingface_hub.errors import (
 )
 from pydantic import SecretStr
 
-from tuneship.errors import ConfigError, PublishError
+from tuneship.errors import ConfigError, PublishError, http_status
 from tuneship.hub.client import (
     call_with_retries,
     describe_error,
     make_api,
     resolve_endpoint,
-    status_of,
 )
+from tuneship.hub.ids import is_hub_id
 from tuneship.secrets import mask_secrets
 
 WRITE_ORG_ROLES = frozenset({"admin", "write", "contributor"})
-HUB_ID_PATTERN = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 NON_HUB_PREFIXES = ("tuneship-demo://", "/", "./", "../", "~")
 
 
@@ -45,20 +42,6 @@ class HubAccess:
     token_role: str | None
     write_namespace: str | None
     base_model: str | None
-
-
-def is_hub_model_id(value: str) -> bool:
-    """Whether ``value`` names a Hub model (``org/name`` or ``name``) rather than a local folder.
-
-    Args:
-        value: The configured base model.
-
-    Returns:
-        False for the demo sentinel, paths that exist locally, and path-like strings.
-    """
-    if value.startswith(NON_HUB_PREFIXES) or Path(value).expanduser().exists():
-        return False
-    return bool(HUB_ID_PATTERN.match(value))
 
 
 def check_hub_access(
@@ -105,7 +88,7 @@ def check_hub_access(
     if repo_id is not None and identity is not None:
         _check_write_access(client, token, base, repo_id, identity, role, token_source)
     hub_base = None
-    if base_model and is_hub_model_id(base_model):
+    if base_model and is_hub_id(base_model):
         _check_base_model(client, token, base, base_model, base_revision, token_source)
         hub_base = base_model
     return HubAccess(
@@ -126,7 +109,7 @@ def _whoami(
             token=token,
         )
     except HfHubHTTPError as exc:
-        if status_of(exc) == 401:
+        if http_status(exc) == 401:
             error = PublishError if publishing else ConfigError
             raise error(
                 f"{source} was rejected by {base} (HTTP 401): it is invalid, expired or revoked. "
@@ -205,12 +188,12 @@ def _check_write_access(
     except RepositoryNotFoundError:
         return
     except HfHubHTTPError as exc:
-        if status_of(exc) in (401, 403):
+        if http_status(exc) in (401, 403):
             raise PublishError(
                 f"{source} (user {user}) may not write to the existing repo {repo_id} "
                 f"({describe_error(exc, token)}). Use a token with write access to it"
             ) from None
-        if status_of(exc) == 404:
+        if http_status(exc) == 404:
             return
         raise PublishError(
             mask_secrets(f"checking write access to {repo_id}: {describe_error(exc)}", token)
@@ -256,7 +239,7 @@ def _check_base_model(
             f"token can see (it may be private: {auth_hint})"
         ) from None
     except HfHubHTTPError as exc:
-        if status_of(exc) in (401, 403):
+        if http_status(exc) in (401, 403):
             raise ConfigError(
                 f"model.base={model_id!r}: access denied ({describe_error(exc, token)}). If it is "
                 f"gated, accept the licence at {page} and {auth_hint}"

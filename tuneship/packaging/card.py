@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from pydantic import BaseModel, Field
 
 from tuneship.errors import PackagingError
+from tuneship.hub.ids import is_hub_id
 
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|auth", re.I)
 # Values that look like credentials even under an innocent key: HF, OpenAI-style, AWS keys.
@@ -33,6 +34,14 @@ def tuneship_version() -> str:
         return "0+unknown"
 
 
+class CardResult(BaseModel):
+    """One evaluation result of the fine-tuned model, as the card's model-index lists it."""
+
+    type: str = Field(description="model-index metric type, e.g. loss or accuracy.")
+    name: str = Field(description="What was measured, e.g. 'Eval loss on assistant tokens'.")
+    value: float
+
+
 class CardInfo(BaseModel):
     """What the model card says about a fine-tuned model."""
 
@@ -40,17 +49,34 @@ class CardInfo(BaseModel):
     base_model: str = Field(description="Hub id or folder of the model that was fine-tuned.")
     method: str = Field(description="Training method: sft, dpo or orpo.")
     adapter: str = Field(description="lora, qlora or full.")
-    datasets: list[str] = Field(default_factory=list, description="Dataset ids or file names.")
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="Hub dataset ids the training data came from (empty for local data).",
+    )
     license: str | None = Field(
         default=None, description="License id (e.g. apache-2.0); None if unknown."
     )
-    metrics: dict[str, float] = Field(
-        default_factory=dict, description="Eval metrics, e.g. base_eval_loss and eval_loss."
+    results: list[CardResult] = Field(
+        default_factory=list, description="This model's eval results (the model-index)."
     )
+    eval_loss_name: str = Field(
+        "eval loss", description="What the eval loss measures, e.g. 'loss on assistant tokens'."
+    )
+    base_eval_loss: float | None = Field(
+        default=None, description="The base model's eval loss on the same set (card text only)."
+    )
+    eval_loss: float | None = Field(default=None, description="This model's eval loss.")
     hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="Training settings shown in the card."
+        default_factory=dict, description="The training settings that applied."
     )
-    dataset_fingerprint: str | None = Field(default=None, description="Hash of the training data.")
+    dataset_fingerprint: str | None = Field(
+        default=None, description="SHA-256 of the training data (card text only)."
+    )
+    store_repo_dir: str | None = Field(
+        default=None,
+        description="The local model store folder of the repo when published locally; the "
+        "usage snippet then loads the current revision from there instead of the Hub.",
+    )
     tuneship_version: str = Field(default_factory=tuneship_version)
 
 
@@ -115,56 +141,64 @@ def read_base_license(base_model_path_or_id: str | Path) -> str | None:
     return str(lic) if lic else None
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
-
-
-def is_hub_id(name: str) -> bool:
-    """Whether ``name`` looks like a Hub repo id rather than a local path or a URL."""
-    if not _HUB_ID.fullmatch(name) or name.endswith((".json", ".jsonl", ".parquet", ".csv", ".gz")):
-        return False
-    return not Path(name).expanduser().exists()
-
-
 def _display_name(name: str) -> str:
     """A dataset or model name for the card: Hub ids as is, local paths by file name only."""
     return name if is_hub_id(name) else Path(name.rstrip("/")).name or name
 
 
 def _model_index(info: CardInfo) -> list[EvalResult]:
-    dataset = _display_name(info.datasets[0]) if info.datasets else "custom"
+    # The Hub reads dataset.type/name as a Hub dataset id: local data gets a placeholder,
+    # never a file name or the data's hash.
+    dataset = next((d for d in info.datasets if is_hub_id(d)), None)
     return [
         EvalResult(
             task_type="text-generation",
             task_name="Text Generation",
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split="eval",
-            dataset_revision=info.dataset_fingerprint,
-            metric_type="loss" if "loss" in name else name,
-            metric_name=name,
-            metric_value=float(value),
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or "custom data (held-out eval split)",
+            metric_type=result.type,
+            metric_name=result.name,
+            metric_value=float(result.value),
         )
-        for name, value in sorted(info.metrics.items())
+        for result in info.results
     ]
 
 
-def _metrics_table(metrics: dict[str, float]) -> str:
-    if not metrics:
+def _evaluation(info: CardInfo) -> str:
+    if not info.results and info.eval_loss is None:
         return "No evaluation was run."
     rows = ["| metric | value |", "|---|---|"]
-    rows += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
-    base, tuned = metrics.get("base_eval_loss"), metrics.get("eval_loss")
-    if base is not None and tuned is not None:
-        verdict = "lower (better)" if tuned < base else "not lower"
-        rows.append("")
-        rows.append(f"Eval loss after fine-tuning is {verdict} than the base model's.")
+    rows += [f"| {r.name} | {r.value:.4f} |" for r in info.results]
+    if info.base_eval_loss is not None and info.eval_loss is not None:
+        better = "lower (better)" if info.eval_loss < info.base_eval_loss else "not lower"
+        rows += [
+            "",
+            f"On the same eval set the base model's {info.eval_loss_name} is "
+            f"{info.base_eval_loss:.4f}; this model's is {info.eval_loss:.4f}, {better}.",
+        ]
     return "\n".join(rows)
+
+
+def _load_snippets(info: CardInfo, name: str) -> tuple[str, str]:
+    """Python lines that set ``model_id``, and the model argument of ``vllm serve``."""
+    if info.store_repo_dir is None:
+        return f'model_id = "{info.repo_id}"', info.repo_id
+    repo = info.store_repo_dir
+    python = (
+        "from pathlib import Path\n\n"
+        f"# Published to the local model store: load its current revision.\n"
+        f'repo = Path("{repo}")\n'
+        'model_id = str(repo / "revisions" / (repo / "refs" / "main").read_text().strip())'
+    )
+    return python, f'"{repo}/revisions/$(cat {repo}/refs/main)"'
 
 
 def _body(info: CardInfo) -> str:
     name = info.repo_id.split("/")[-1]
     hyper = json.dumps(redact_secrets(info.hyperparameters), indent=2, sort_keys=True, default=str)
-    datasets = ", ".join(f"`{_display_name(d)}`" for d in info.datasets) or "not recorded"
+    datasets = ", ".join(f"`{d}`" for d in info.datasets if is_hub_id(d))
+    datasets = datasets or "local data (not on the Hub)"
+    load_python, load_vllm = _load_snippets(info, name)
     base = _display_name(info.base_model)
     base_ref = f"[`{base}`](https://huggingface.co/{base})" if is_hub_id(base) else f"`{base}`"
     return f"""
@@ -178,7 +212,7 @@ A fine-tune of {base_ref} with {info.method.upper()}
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-model_id = "{info.repo_id}"
+{load_python}
 tokenizer = AutoTokenizer.from_pretrained(model_id)
 model = AutoModelForCausalLM.from_pretrained(model_id, dtype="auto", device_map="auto")
 
@@ -193,7 +227,7 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 ## Serve with vLLM
 
 ```bash
-vllm serve {info.repo_id} --served-model-name {name}
+vllm serve {load_vllm} --served-model-name {name}
 ```
 
 ```python
@@ -211,7 +245,7 @@ print(reply.choices[0].message.content)
 - Base model: `{base}`
 - Method: {info.method} with {info.adapter}
 - Datasets: {datasets}
-- Dataset fingerprint: `{info.dataset_fingerprint or "not recorded"}`
+- Data fingerprint (SHA-256 of the train/eval split): `{info.dataset_fingerprint or "not recorded"}`
 - tuneship version: {info.tuneship_version}
 
 Hyperparameters:
@@ -222,7 +256,7 @@ Hyperparameters:
 
 ## Evaluation
 
-{_metrics_table(info.metrics)}
+{_evaluation(info)}
 """
 
 

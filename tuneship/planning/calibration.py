@@ -9,7 +9,7 @@ from typing import Any
 
 from tuneship.planning.gpus import find_gpu
 from tuneship.planning.model_facts import facts_from_config
-from tuneship.planning.serving import evaluate_option
+from tuneship.planning.serving import ServeRequest, evaluate_option
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,12 @@ def run_calibration() -> list[CalibrationResult]:
             facts,
             gpu,
             int(point["tensor_parallel_size"]),
-            gpu_memory_utilization=float(point["gpu_memory_utilization"]),
-            kv_cache_dtype=point["kv_cache_dtype"],
-            vllm_version=point["vllm_version"],
-            min_model_len=1,
+            ServeRequest(
+                gpu_memory_utilization=float(point["gpu_memory_utilization"]),
+                kv_cache_dtype=point["kv_cache_dtype"],
+                vllm_version=point["vllm_version"],
+                min_model_len=1,
+            ),
         )
         results.append(
             CalibrationResult(

@@ -19,6 +19,11 @@ from typing import Any, Protocol
 from tuneship.errors import PlanningError, TuneshipError
 
 GIB = 1024**3
+
+CUDA_CONTEXT_GIB = 0.6
+"""The CUDA context a process creates before it allocates anything: a clean H100 shows
+78.57 of 79.19 GiB free to vLLM (vllm-memory.md 1.1, 3.1 "about 0.6 GiB"). The one value
+every planner (serving and training) subtracts."""
 """Bytes in a GiB; vLLM and torch report memory in GiB."""
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from tuneship.errors import ComputeError, PlanningError
-from tuneship.planning.gpus import GIB, GpuSpec, find_gpu
-from tuneship.planning.serving import CUDA_CONTEXT_GIB
+from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, find_gpu
 
 log = logging.getLogger(__name__)
 

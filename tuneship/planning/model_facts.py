@@ -819,25 +819,6 @@ def load_model_facts(
     return _load_from_hub(text, revision, token)
 
 
-def kv_heads_per_gpu(facts: ModelFacts, tensor_parallel_size: int) -> int:
-    """KV heads each GPU holds: ``max(1, kv_heads // tp)`` (vLLM replicates when tp > kv)."""
-    return max(1, facts.num_kv_heads // tensor_parallel_size)
-
-
-def layer_kv_bytes_per_token(
-    facts: ModelFacts, tensor_parallel_size: int, dtype_bytes: float
-) -> int:
-    """KV-cache bytes one layer stores per token on one GPU.
-
-    Full attention: ``2 x kv_heads_per_gpu x head_dim x dtype`` (K and V). MLA: one latent
-    of ``kv_lora_rank + qk_rope_head_dim`` values, replicated on every TP rank
-    (vllm/v1/kv_cache_interface.py, MLAAttentionSpec; vllm-memory.md section 1.4).
-    """
-    if facts.mla is not None:
-        return int(facts.mla.cache_width * dtype_bytes)
-    return int(2 * kv_heads_per_gpu(facts, tensor_parallel_size) * facts.head_dim * dtype_bytes)
-
-
 def ceil_div(a: int, b: int) -> int:
     """Integer ceiling division."""
     return -(-a // b)

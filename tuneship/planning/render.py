@@ -7,23 +7,11 @@ from typing import Any
 from tuneship.planning.gpus import load_gpu_catalog
 from tuneship.planning.serving import ServingOption, ServingPlan
 from tuneship.planning.training import TrainingPlan
+from tuneship.tables import format_table
 
 
 def _num(value: float | int | None, fmt: str = "{:,}") -> str:
     return "-" if value is None else fmt.format(value)
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
 def _serving_cells(option: ServingOption, chosen: bool) -> list[str]:
@@ -119,7 +107,7 @@ def render_serving_plan(plan: ServingPlan) -> str:
         "fits",
     ]
     rows = [_serving_cells(o, o is chosen) for o in plan.options]
-    table = _table(headers, rows, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
+    table = format_table(headers, rows, right={2, 3, 4, 5, 6, 7, 8, 9, 10}, rule=True)
     lines.extend(table[:2])
     for option, row_line in zip(plan.options, table[2:], strict=True):
         lines.append(row_line)
@@ -177,7 +165,7 @@ def render_training_plan(plan: TrainingPlan) -> str:
         ]
         for o in plan.options
     ]
-    table = _table(headers, rows, right={2, 3, 4, 5, 6})
+    table = format_table(headers, rows, right={2, 3, 4, 5, 6}, rule=True)
     lines.extend(table[:2])
     for option, row_line in zip(plan.options, table[2:], strict=True):
         lines.append(row_line)

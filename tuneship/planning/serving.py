@@ -18,22 +18,25 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tuneship.errors import PlanningError
-from tuneship.planning.gpus import GIB, GpuSpec, load_gpu_catalog
-from tuneship.planning.model_facts import ModelFacts, ceil_div, layer_kv_bytes_per_token
+from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, load_gpu_catalog
+from tuneship.planning.kv_cache import (
+    BLOCK_SIZE,
+    kv_bytes_per_token,
+    kv_dtype_bytes,
+    kv_request_bytes,
+    largest_fitting_length,
+)
+from tuneship.planning.model_facts import ModelFacts, ceil_div
+
+if TYPE_CHECKING:
+    from tuneship.config import ServeConfig
 
 # --- Constants, each with its source (vllm-memory.md = /work/shared/reference, summarised
 # --- in docs/planner.md; numbers measured by llm-d on H100 with vLLM 0.19 unless noted).
-
-BLOCK_SIZE = 16
-"""KV block size in tokens: vllm DEFAULT_BLOCK_SIZE (vllm-memory.md 1.4)."""
-
-CUDA_CONTEXT_GIB = 0.6
-"""CUDA context created before vLLM's free-memory check: a clean H100 shows 78.57 of
-79.19 GiB free (vllm-memory.md 1.1, 3.1 "about 0.6 GiB")."""
 
 NON_TORCH_TP1_GIB = 0.27
 """Non-torch memory at TP 1: 0.13-0.27 GiB measured; upper end (vllm-memory.md 3.1)."""
@@ -219,74 +222,90 @@ def valid_tensor_parallel_sizes(facts: ModelFacts, limit: int = 16) -> list[int]
     return [tp for tp in range(1, limit + 1) if not tensor_parallel_problems(facts, tp)]
 
 
-def kv_dtype_bytes(kv_cache_dtype: str) -> int:
-    """Bytes per KV element: 1 for fp8, else 2 (vLLM serves fp32 checkpoints in 16-bit)."""
-    if kv_cache_dtype not in ("auto", "fp8"):
-        raise PlanningError(f"--kv-cache-dtype must be auto or fp8, got {kv_cache_dtype!r}")
-    return 1 if kv_cache_dtype == "fp8" else 2
+GPU_AUTO_LEN_CAP = 32768
+"""Upper bound of ``serve.max_model_len: auto`` for every serving target: the model's own
+maximum (often 128K and more) would give one request the whole KV cache (policy)."""
+
+CPU_AUTO_LEN_CAP = 8192
+"""The same bound on vLLM's CPU backend, whose KV cache is a few GiB of RAM (policy)."""
 
 
-def kv_bytes_per_token(facts: ModelFacts, tp: int, kv_cache_dtype: str = "auto") -> int:
-    """KV bytes per token per GPU over all layers, as vLLM sizes its cache in tokens.
+@dataclass(frozen=True)
+class ServeRequest:
+    """What is asked of one vLLM server, wherever it runs: the planner's one input.
 
-    ``layers x 2 x max(1, kv_heads // tp) x head_dim x dtype`` for GQA/MHA/MQA; MLA stores
-    ``kv_lora_rank + qk_rope_head_dim`` per layer on every rank (vllm-memory.md 1.4).
-    """
-    return layer_kv_bytes_per_token(facts, tp, kv_dtype_bytes(kv_cache_dtype)) * facts.num_layers
+    ``serve.*`` settings become a request once (:meth:`from_serve_config`); the local and
+    RunPod targets hand the same request to :func:`plan_serving`, so a setting means the
+    same thing on every target. Where the server runs (GPU types, counts, free memory) is
+    not part of the request.
 
-
-def kv_request_bytes(
-    facts: ModelFacts,
-    tp: int,
-    length: int,
-    kv_cache_dtype: str = "auto",
-    max_num_batched_tokens: int = 8192,
-) -> int:
-    """KV bytes per GPU one request of ``length`` tokens needs.
-
-    Full-attention (and MLA) layers need ``cdiv(length, 16)`` blocks; sliding-window
-    layers ``cdiv(min(window - 1 + max_num_batched_tokens, length), 16) + 1`` blocks
-    (vllm/v1/kv_cache_interface.py, SlidingWindowSpec.max_memory_usage_bytes).
-    """
-    if length <= 0:
-        return 0
-    per_layer_block = layer_kv_bytes_per_token(facts, tp, kv_dtype_bytes(kv_cache_dtype))
-    per_layer_block *= BLOCK_SIZE
-    blocks = facts.full_layers * ceil_div(length, BLOCK_SIZE)
-    if facts.sliding_layers and facts.sliding_window:
-        tokens = min(facts.sliding_window - 1 + max_num_batched_tokens, length)
-        blocks += facts.sliding_layers * (ceil_div(tokens, BLOCK_SIZE) + 1)
-    return blocks * per_layer_block
-
-
-def largest_fitting_length(
-    facts: ModelFacts,
-    tp: int,
-    kv_bytes: float,
-    limit: int,
-    kv_cache_dtype: str = "auto",
-    max_num_batched_tokens: int = 8192,
-) -> int:
-    """The longest request (<= ``limit`` tokens) whose KV cache fits in ``kv_bytes``.
-
-    Returns ``limit`` when it fits, else the largest multiple of 16 that fits, else 0.
+    Attributes:
+        max_model_len: A length to check, or ``"auto"`` for the largest that fits.
+        max_model_len_cap: Upper bound for ``"auto"`` (besides the model's own maximum).
+        gpu_memory_utilization: A fraction to check against free memory, or ``"auto"``.
+        tensor_parallel_size: GPUs per server (= TP); None lets the planner choose.
+        kv_cache_dtype: ``"auto"`` (the model's 16-bit) or ``"fp8"``.
+        dtype: The model's compute dtype (``serve.dtype``); ``float32`` doubles the KV
+            cache where vLLM keeps it (the CPU backend).
+        vllm_version: vLLM version to plan for; the catalog's target by default.
+        enforce_eager: No CUDA graphs.
+        kv_cache_memory_gib: A KV cache size known from vLLM's own log (or set with
+            ``--kv-cache-memory-bytes``); replaces the estimate and its margin.
+        min_model_len: Least context an ``"auto"`` length must reach.
+        price_basis: ``"serverless"`` or ``"pod"`` prices.
     """
 
-    def need(length: int) -> int:
-        return kv_request_bytes(facts, tp, length, kv_cache_dtype, max_num_batched_tokens)
+    max_model_len: int | Literal["auto"] = "auto"
+    max_model_len_cap: int | None = None
+    gpu_memory_utilization: float | Literal["auto"] = "auto"
+    tensor_parallel_size: int | None = None
+    kv_cache_dtype: KvCacheDtype = "auto"
+    dtype: str = "auto"
+    vllm_version: str | None = None
+    enforce_eager: bool = False
+    kv_cache_memory_gib: float | None = None
+    min_model_len: int = DEFAULT_MIN_MODEL_LEN
+    price_basis: PriceBasis = "serverless"
 
-    if limit <= 0 or kv_bytes <= 0:
-        return 0
-    if need(limit) <= kv_bytes:
-        return limit
-    lo, hi = 0, limit // BLOCK_SIZE  # need(lo*16) fits (0 always does); find the largest
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if need(mid * BLOCK_SIZE) <= kv_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo * BLOCK_SIZE
+    def __post_init__(self) -> None:
+        kv_dtype_bytes(self.kv_cache_dtype)  # an unknown KV dtype fails here, not later
+        util = self.gpu_memory_utilization
+        if util != "auto" and not 0 < float(util) <= 1:
+            raise PlanningError(f"--gpu-memory-utilization must be in (0, 1] or auto, got {util}")
+
+    @classmethod
+    def from_serve_config(
+        cls, serve: ServeConfig, *, price_basis: PriceBasis = "serverless"
+    ) -> ServeRequest:
+        """The request the ``serve`` section makes; every target plans with this.
+
+        ``auto`` lengths are capped at :data:`GPU_AUTO_LEN_CAP`. On a RunPod target
+        ``serve.runpod.gpu_count`` (when set) wins over ``serve.tensor_parallel_size``, and
+        the default TP of 1 lets the planner rent more GPUs when one is not enough; a
+        local server uses exactly ``serve.tensor_parallel_size`` GPUs.
+        ``extra_options`` that change memory (``enforce_eager``, ``kv_cache_dtype``) are
+        read here, so the plan and the server's flags agree.
+        """
+        extra = serve.extra_options
+        kv_dtype = str(extra.get("kv_cache_dtype") or "auto")
+        return cls(
+            max_model_len=serve.max_model_len,
+            max_model_len_cap=GPU_AUTO_LEN_CAP,
+            gpu_memory_utilization=serve.gpu_memory_utilization,
+            tensor_parallel_size=_requested_tp(serve),
+            kv_cache_dtype=cast(KvCacheDtype, "fp8" if kv_dtype.startswith("fp8") else "auto"),
+            dtype=serve.dtype,
+            enforce_eager=bool(extra.get("enforce_eager")),
+            price_basis=price_basis,
+        )
+
+
+def _requested_tp(serve: ServeConfig) -> int | None:
+    if not serve.target.startswith("runpod"):
+        return serve.tensor_parallel_size
+    if serve.runpod.gpu_count:
+        return serve.runpod.gpu_count
+    return serve.tensor_parallel_size if serve.tensor_parallel_size > 1 else None
 
 
 @dataclass
@@ -319,6 +338,8 @@ class ServingOption:
     largest_fitting_model_len: int = 0
     kv_cache_dtype: str = "auto"
     kv_cache_measured: bool = False
+    memory_share_limit: float = 0.0
+    memory_problem: str | None = None
     price_basis: str = ""
     runpod_gpu_id: str | None = None
     serverless_pool: str | None = None
@@ -347,6 +368,7 @@ class ServingPlan:
     vllm_version: str
     kv_cache_dtype: str
     options: list[ServingOption]
+    request: ServeRequest = field(default_factory=lambda: ServeRequest())
     suggestion: ServingOption | None = None
 
     @property
@@ -414,21 +436,66 @@ def _gib(value: float) -> float:
     return round(value / GIB, 2)
 
 
+def choose_memory_share(
+    total: float,
+    free: float,
+    requested: float | Literal["auto"],
+    old_graph_headroom: float = 0.0,
+) -> tuple[float | None, float, str | None]:
+    """The ``gpu_memory_utilization`` to use on one GPU, the highest safe one, and why not.
+
+    vLLM refuses to start unless ``ceil(total x util)`` bytes are free (vllm-memory.md 1.1);
+    the highest safe share keeps :data:`FREE_MEMORY_MARGIN_GIB` free beside that, and
+    ``"auto"`` takes it, up to :data:`AUTO_UTILIZATION_CAP`.
+
+    Args:
+        total: The GPU's memory in bytes.
+        free: Free bytes at vLLM's check (after its CUDA context).
+        requested: ``serve.gpu_memory_utilization``: a share or ``"auto"``.
+        old_graph_headroom: Bytes CUDA graphs need outside the budget (vLLM < 0.21).
+
+    Returns:
+        ``(share, highest safe share, problem)``: share is None when no share is safe;
+        problem says why the free memory does not allow the share (None when it does).
+    """
+    raw = (free - FREE_MEMORY_MARGIN_GIB * GIB) / total
+    if old_graph_headroom:
+        raw = min(raw, 1 - old_graph_headroom / total)
+    limit = max(0.0, math.floor(raw * 100 + 1e-9) / 100)
+    if requested == "auto":
+        util = min(limit, AUTO_UTILIZATION_CAP)
+        if util <= 0:
+            return (
+                None,
+                limit,
+                (
+                    f"only {_gib(free):.2f} of {_gib(total):.2f} GiB is free: no memory fraction "
+                    "is safe to ask for"
+                ),
+            )
+        return util, limit, None
+    util = float(requested)
+    needed = math.ceil(total * util)
+    if needed > free:
+        return (
+            util,
+            limit,
+            (
+                f"gpu_memory_utilization {util:.2f} needs {_gib(needed):.2f} GiB free at start "
+                f"but {_gib(free):.2f} of {_gib(total):.2f} GiB is free; use at most {limit:.2f}, "
+                "or 'auto'"
+            ),
+        )
+    return util, limit, None
+
+
 def evaluate_option(
     facts: ModelFacts,
     gpu: GpuSpec,
     count: int,
+    request: ServeRequest | None = None,
     *,
-    max_model_len: int | Literal["auto"] = "auto",
-    max_model_len_cap: int | None = None,
-    gpu_memory_utilization: float | Literal["auto"] = "auto",
     free_gib: float | None = None,
-    kv_cache_dtype: KvCacheDtype = "auto",
-    vllm_version: str | None = None,
-    enforce_eager: bool = False,
-    kv_cache_memory_gib: float | None = None,
-    min_model_len: int = DEFAULT_MIN_MODEL_LEN,
-    price_basis: PriceBasis = "serverless",
 ) -> ServingOption:
     """Work out one option (``count`` GPUs of one type, TP = count) and whether it fits.
 
@@ -436,22 +503,21 @@ def evaluate_option(
         facts: The model.
         gpu: The GPU type.
         count: GPUs, all used for tensor parallelism.
-        max_model_len: A length to check, or ``"auto"`` for the largest that fits.
-        max_model_len_cap: Upper bound for ``"auto"`` (besides the model's own maximum).
-        gpu_memory_utilization: A fraction to check against free memory, or ``"auto"``.
+        request: What is asked of the server (defaults: everything ``"auto"``).
         free_gib: Free memory per GPU at start, as vLLM sees it (after its CUDA context);
             defaults to the GPU's known free memory, else total less the CUDA context.
-        kv_cache_dtype: ``"auto"`` (16-bit) or ``"fp8"``.
-        vllm_version: vLLM version to plan for; the catalog's target by default.
-        enforce_eager: No CUDA graphs.
-        kv_cache_memory_gib: A KV cache size known from vLLM's own log (or set with
-            ``--kv-cache-memory-bytes``); replaces the estimate and its margin.
-        min_model_len: Least context an ``"auto"`` length must reach.
-        price_basis: ``"serverless"`` or ``"pod"`` prices.
 
     Returns:
         The option, with ``fits`` and the ``reasons`` it does not.
     """
+    request = request or ServeRequest()
+    max_model_len = request.max_model_len
+    gpu_memory_utilization = request.gpu_memory_utilization
+    kv_cache_dtype = request.kv_cache_dtype
+    enforce_eager = request.enforce_eager
+    kv_cache_memory_gib = request.kv_cache_memory_gib
+    vllm_version = request.vllm_version
+    dtype = request.dtype
     version_text = vllm_version or load_gpu_catalog().vllm_target_version
     version = parse_version(version_text)
     tp = count
@@ -473,42 +539,24 @@ def evaluate_option(
         else (CUDA_GRAPH_GIB + OLD_GRAPH_HEADROOM_GIB) * GIB
     )
 
-    util: float | None
-    if gpu_memory_utilization == "auto":
-        raw = (free - FREE_MEMORY_MARGIN_GIB * GIB) / total
-        if old_graph_headroom:
-            raw = min(raw, 1 - old_graph_headroom / total)
-        util = math.floor(min(raw, AUTO_UTILIZATION_CAP) * 100 + 1e-9) / 100
-        if util <= 0:
-            reasons.append(
-                f"only {_gib(free):.2f} of {_gib(total):.2f} GiB is free: no memory fraction "
-                "is safe to ask for"
-            )
-            util = None
-    else:
-        util = float(gpu_memory_utilization)
-        if not 0 < util <= 1:
-            raise PlanningError(f"--gpu-memory-utilization must be in (0, 1] or auto, got {util}")
-        requested = math.ceil(total * util)
-        if requested > free:
-            most = math.floor(free / total * 100) / 100
-            reasons.append(
-                f"gpu_memory_utilization {util:.2f} needs {_gib(requested):.2f} GiB free at start "
-                f"but {_gib(free):.2f} of {_gib(total):.2f} GiB is free; use at most {most:.2f} "
-                "or 'auto'"
-            )
-        if old_graph_headroom and (1 - util) * total < old_graph_headroom:
-            reasons.append(
-                f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
-                f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB "
-                "for them"
-            )
+    util, share_limit, memory_problem = choose_memory_share(
+        total, free, gpu_memory_utilization, old_graph_headroom
+    )
+    if memory_problem:
+        reasons.append(memory_problem)
+    requested_share = util is not None and gpu_memory_utilization != "auto"
+    if requested_share and old_graph_headroom and (1 - (util or 0)) * total < old_graph_headroom:
+        reasons.append(
+            f"vLLM {version_text} keeps CUDA graphs outside the budget: (1 - {util:.2f}) x "
+            f"{_gib(total):.2f} GiB leaves less than {_gib(old_graph_headroom):.2f} GiB "
+            "for them"
+        )
     budget = (util or 0.0) * total
     weights = facts.weight_bytes / tp
     activation = activation_peak_gib(facts, gpu, version) * GIB
     non_torch = non_torch_gib(tp) * GIB
     batched = default_max_num_batched_tokens(gpu)
-    bpt = kv_bytes_per_token(facts, tp, kv_cache_dtype)
+    bpt = kv_bytes_per_token(facts, tp, kv_cache_dtype, dtype)
     block_all_layers = bpt * BLOCK_SIZE
 
     measured = kv_cache_memory_gib is not None
@@ -538,12 +586,12 @@ def evaluate_option(
     kv_tokens = int(kv_avail // block_all_layers) * BLOCK_SIZE if block_all_layers else 0
 
     model_max = facts.max_position_embeddings
-    limit_auto = min(x for x in (model_max, max_model_len_cap, 10_000_000) if x)
-    largest = largest_fitting_length(facts, tp, usable, limit_auto, kv_cache_dtype, batched)
+    limit_auto = min(x for x in (model_max, request.max_model_len_cap, 10_000_000) if x)
+    largest = largest_fitting_length(facts, tp, usable, limit_auto, kv_cache_dtype, batched, dtype)
     length: int | None
     if max_model_len == "auto":
         length = largest
-        wanted = min(min_model_len, limit_auto)
+        wanted = min(request.min_model_len, limit_auto)
         if not memory_failed and largest < wanted:
             if largest == 0:
                 reasons.append("no KV cache memory for even one block of 16 tokens")
@@ -562,9 +610,9 @@ def evaluate_option(
                 f"max_model_len {length:,} exceeds the model's {model_max:,} (vLLM refuses it "
                 "unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)"
             )
-        need = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched)
+        need = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched, dtype)
         if need > usable and not memory_failed:
-            fit = largest_fitting_length(facts, tp, usable, length, kv_cache_dtype, batched)
+            fit = largest_fitting_length(facts, tp, usable, length, kv_cache_dtype, batched, dtype)
             where = (
                 f"{_gib(usable):.2f} GiB is available"
                 if measured
@@ -575,7 +623,7 @@ def evaluate_option(
                 f"max_model_len {length:,} needs {_gib(need):.2f} GiB of KV cache per GPU but "
                 f"{where}; the largest that fits is {fit:,} (or use 'auto')"
             )
-    need_len = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched) if length else 0
+    need_len = kv_request_bytes(facts, tp, length, kv_cache_dtype, batched, dtype) if length else 0
     concurrency = round(kv_avail / need_len, 2) if need_len else 0.0
     if facts.sliding_layers:
         notes.append(
@@ -586,7 +634,7 @@ def evaluate_option(
         notes.append(f"KV heads are replicated: {facts.num_kv_heads} KV heads on {tp} GPUs")
     if facts.mla is not None and tp > 1:
         notes.append("MLA's latent KV cache is replicated on every TP rank")
-    price, basis = gpu.price_per_hour(price_basis)
+    price, basis = gpu.price_per_hour(request.price_basis)
     return ServingOption(
         gpu=gpu.name,
         gpu_count=count,
@@ -611,6 +659,8 @@ def evaluate_option(
         largest_fitting_model_len=largest,
         kv_cache_dtype=kv_cache_dtype,
         kv_cache_measured=measured,
+        memory_share_limit=share_limit,
+        memory_problem=memory_problem,
         price_basis=basis,
         runpod_gpu_id=gpu.runpod_id,
         serverless_pool=gpu.serverless_pool,
@@ -625,39 +675,26 @@ def _sort_key(option: ServingOption) -> tuple[Any, ...]:
 
 def plan_serving(
     facts: ModelFacts,
+    request: ServeRequest | None = None,
     *,
     gpus: Sequence[GpuSpec] | None = None,
     gpu_count: int | None = None,
-    tensor_parallel_size: int | None = None,
-    max_model_len: int | Literal["auto"] = "auto",
-    max_model_len_cap: int | None = None,
-    gpu_memory_utilization: float | Literal["auto"] = "auto",
     free_gib: float | None = None,
-    kv_cache_dtype: KvCacheDtype = "auto",
-    vllm_version: str | None = None,
-    enforce_eager: bool = False,
-    kv_cache_memory_gib: float | None = None,
-    min_model_len: int = DEFAULT_MIN_MODEL_LEN,
-    price_basis: PriceBasis = "serverless",
     suggest: bool = True,
 ) -> ServingPlan:
     """Plan vLLM serving for a model: enumerate GPU types x counts, choose the cheapest fit.
 
+    This is the one serving planner: ``tuneship plan serve``, the local target (with the
+    local GPUs as ``gpus`` and their free memory as ``free_gib``) and the RunPod targets
+    (with the rentable catalog) all ask it, with a :class:`ServeRequest`.
+
     Args:
         facts: The model (see :func:`~tuneship.planning.model_facts.load_model_facts`).
+        request: What is asked of the server; ``request.tensor_parallel_size`` fixes the
+            GPU count (TP = GPUs).
         gpus: GPU types to consider; RunPod's rentable GPUs by default.
-        gpu_count: Only this many GPUs per option.
-        tensor_parallel_size: Only this TP (GPUs = TP; must equal ``gpu_count`` if both).
-        max_model_len: A length to check, or ``"auto"``.
-        max_model_len_cap: Upper bound for ``"auto"``.
-        gpu_memory_utilization: A fraction to check, or ``"auto"``.
+        gpu_count: Only this many GPUs per option (must equal the request's TP if both).
         free_gib: Free memory per GPU at start (as vLLM sees it).
-        kv_cache_dtype: ``"auto"`` or ``"fp8"``.
-        vllm_version: Version to plan for (the catalog's target by default).
-        enforce_eager: Serve without CUDA graphs.
-        kv_cache_memory_gib: KV cache size known from vLLM (replaces the estimate).
-        min_model_len: Least context an ``"auto"`` length must reach.
-        price_basis: ``"serverless"`` (default; official per-second prices) or ``"pod"``.
         suggest: When nothing fits a restricted search, search wider for a suggestion.
 
     Returns:
@@ -666,6 +703,8 @@ def plan_serving(
     Raises:
         PlanningError: Contradictory or invalid settings.
     """
+    request = request or ServeRequest()
+    tensor_parallel_size = request.tensor_parallel_size
     if (
         tensor_parallel_size is not None
         and gpu_count is not None
@@ -681,18 +720,6 @@ def plan_serving(
     candidates = list(gpus) if gpus is not None else load_gpu_catalog().rentable()
     if not candidates:
         raise PlanningError("no GPU types to plan for")
-    kv_dtype_bytes(kv_cache_dtype)  # validate early
-    settings: dict[str, Any] = {
-        "max_model_len": max_model_len,
-        "max_model_len_cap": max_model_len_cap,
-        "gpu_memory_utilization": gpu_memory_utilization,
-        "kv_cache_dtype": kv_cache_dtype,
-        "vllm_version": vllm_version,
-        "enforce_eager": enforce_eager,
-        "kv_cache_memory_gib": kv_cache_memory_gib,
-        "min_model_len": min_model_len,
-        "price_basis": price_basis,
-    }
     options = []
     for gpu in candidates:
         if fixed is not None:
@@ -702,12 +729,12 @@ def plan_serving(
         else:
             counts = [c for c in (1, 2, 4, 8) if c <= gpu.max_count]
         for count in counts:
-            options.append(evaluate_option(facts, gpu, count, free_gib=free_gib, **settings))
+            options.append(evaluate_option(facts, gpu, count, request, free_gib=free_gib))
     options.sort(key=_sort_key)
-    version = vllm_version or load_gpu_catalog().vllm_target_version
-    plan = ServingPlan(facts.source, facts, version, kv_cache_dtype, options)
+    version = request.vllm_version or load_gpu_catalog().vllm_target_version
+    plan = ServingPlan(facts.source, facts, version, request.kv_cache_dtype, options, request)
     if plan.chosen is None and suggest:
-        plan.suggestion = _suggest(facts, candidates, fixed, gpus is not None, free_gib, settings)
+        plan.suggestion = _suggest(facts, candidates, fixed, gpus is not None, free_gib, request)
     return plan
 
 
@@ -717,18 +744,18 @@ def _suggest(
     fixed: int | None,
     restricted_gpus: bool,
     free_gib: float | None,
-    settings: dict[str, Any],
+    request: ServeRequest,
 ) -> ServingOption | None:
     """The cheapest option that fits in a wider search: more GPUs, then the catalog."""
     wider: list[ServingOption] = []
     if fixed is not None:
         for gpu in candidates:
             for count in range(1, gpu.max_count + 1):
-                wider.append(evaluate_option(facts, gpu, count, free_gib=free_gib, **settings))
+                wider.append(evaluate_option(facts, gpu, count, request, free_gib=free_gib))
     if not any(o.fits for o in wider) and (restricted_gpus or fixed is not None):
-        settings = {**settings, "kv_cache_memory_gib": None}
+        estimated = replace(request, kv_cache_memory_gib=None)
         for gpu in load_gpu_catalog().rentable():
             for count in (1, 2, 4, 8):
-                wider.append(evaluate_option(facts, gpu, count, **settings))
+                wider.append(evaluate_option(facts, gpu, count, estimated))
     fitting = sorted((o for o in wider if o.fits), key=_sort_key)
     return fitting[0] if fitting else None

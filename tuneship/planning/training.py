@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from tuneship.errors import PlanningError
-from tuneship.planning.gpus import GIB, GpuSpec, load_gpu_catalog
+from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, load_gpu_catalog
 from tuneship.planning.model_facts import ModelFacts, parameter_breakdown
 
 Method = Literal["lora", "qlora", "full"]
@@ -54,8 +54,9 @@ ACTIVATION_FACTOR_CHECKPOINTED = 2
 LOGIT_BYTES = 2 + 4 + 4
 """Per logit: bf16 logits, their fp32 upcast for cross-entropy, and the fp32 gradient."""
 
-CUDA_CONTEXT_GIB = 1.0
-"""CUDA context, cuBLAS workspaces and kernels: 0.5-1 GB (vllm-memory.md 5.1); upper end."""
+TRAINING_WORKSPACE_GIB = 0.4
+"""cuBLAS workspaces and loaded kernels beside the CUDA context: context plus these come to
+0.5-1 GB (vllm-memory.md 5.1); the upper end, with the context's 0.6 GiB."""
 
 USABLE_FRACTION = 0.9
 """Share of GPU memory a training peak may use; the rest absorbs allocator fragmentation."""
@@ -214,7 +215,7 @@ def training_memory_parts(
         "optimizer_states": int(optimizer / shard),
         "activations": int(activations),
         "logits": int(logits),
-        "cuda_context": int(CUDA_CONTEXT_GIB * GIB),
+        "cuda_context": int((CUDA_CONTEXT_GIB + TRAINING_WORKSPACE_GIB) * GIB),
     }
     return parts, trainable
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tuneship.errors import PublishError
+from tuneship.hub.ids import is_valid_repo_id
 from tuneship.publishing.base import PublishResult
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _SKIPPED_DIRS = {".git", ".cache"}
 _CHUNK = 1024 * 1024
 
@@ -42,7 +42,7 @@ class CommitInfo(BaseModel):
 
 
 def _check_repo_id(repo_id: str) -> tuple[str, str]:
-    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+    if not is_valid_repo_id(repo_id, namespaced=True):
         raise PublishError(
             f"invalid repo id {repo_id!r}: expected namespace/name using letters, digits, "
             "'.', '_' and '-'"

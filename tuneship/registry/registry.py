@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneship.errors import RegistryError
@@ -151,8 +151,6 @@ class Registry:
                 self._ready = True
             with self._sessions() as session:
                 yield session
-        except IntegrityError:
-            raise
         except SQLAlchemyError as exc:
             cause = getattr(exc, "orig", None) or exc
             first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
@@ -160,20 +158,42 @@ class Registry:
                 f"registry {self.masked_url} could not be read or written: {first_line}"
             ) from None
 
-    def _retry_on_conflict(self, write: Any) -> Any:
-        """Run an upsert; if a concurrent writer inserted the same key first, update it."""
-        try:
-            with self._session() as session:
-                return write(session)
-        except IntegrityError:
-            pass
-        try:
-            with self._session() as session:
-                return write(session)
-        except IntegrityError as exc:
+    def _upsert(
+        self,
+        table: type[ModelRow] | type[DeploymentRow],
+        key: dict[str, str],
+        new_row: dict[str, Any],
+        changes: dict[str, Any],
+    ) -> Any:
+        """Insert ``key + new_row``, or update ``changes`` on the row ``key`` names, atomically.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE`` (SQLite and PostgreSQL both have it), so
+        two runs writing the same key at once both succeed and neither adds a duplicate.
+        Returns the stored row.
+        """
+        dialect = self._engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        else:
             raise RegistryError(
-                f"registry {self.masked_url}: conflicting concurrent write ({exc.orig})"
-            ) from None
+                f"registry {self.masked_url}: {dialect} is not supported; use a sqlite:/// "
+                "or postgresql+psycopg:// URL"
+            )
+        where = [getattr(table, column) == value for column, value in key.items()]
+        with self._session() as session:
+            # Read the old stamp in the same transaction, so updated_at always moves forward.
+            stamp = _now_after(session.scalar(select(table.updated_at).where(*where)))
+            statement = insert(table).values(
+                {**new_row, **changes, **key, "created_at": stamp, "updated_at": stamp}
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=list(key), set_={**changes, "updated_at": stamp}
+            )
+            session.execute(statement)
+            session.commit()
+            return session.scalar(select(table).where(*where))
 
     # Models
 
@@ -190,32 +210,9 @@ class Registry:
             The stored entry.
         """
         values = entry.model_dump(include=set(_MODEL_FIELDS), exclude_unset=True)
-
-        def write(session: Session) -> ModelEntry:
-            row = session.scalar(
-                select(ModelRow).where(
-                    ModelRow.name == entry.name, ModelRow.version == entry.version
-                )
-            )
-            if row is None:
-                now = datetime.now(UTC)
-                row = ModelRow(
-                    name=entry.name,
-                    version=entry.version,
-                    metrics={},
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(row)
-            else:
-                row.updated_at = _now_after(row.updated_at)
-            for field, value in values.items():
-                setattr(row, field, value)
-            session.commit()
-            return _model_entry(row)
-
-        result: ModelEntry = self._retry_on_conflict(write)
-        return result
+        key = {"name": entry.name, "version": entry.version}
+        row = self._upsert(ModelRow, key, {"metrics": {}}, values)
+        return _model_entry(row)
 
     def get_model(self, name: str, version: str | None = None) -> ModelEntry | None:
         """Return a model version, or its latest version when ``version`` is None.
@@ -266,21 +263,8 @@ class Registry:
         # Required fields are always "set"; a new row also needs the defaults.
         defaults = entry.model_dump(include=set(_DEPLOYMENT_FIELDS))
 
-        def write(session: Session) -> DeploymentEntry:
-            row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == entry.name))
-            if row is None:
-                now = datetime.now(UTC)
-                row = DeploymentRow(name=entry.name, created_at=now, updated_at=now, **defaults)
-                session.add(row)
-            else:
-                row.updated_at = _now_after(row.updated_at)
-                for field, value in values.items():
-                    setattr(row, field, value)
-            session.commit()
-            return _deployment_entry(row)
-
-        result: DeploymentEntry = self._retry_on_conflict(write)
-        return result
+        row = self._upsert(DeploymentRow, {"name": entry.name}, defaults, values)
+        return _deployment_entry(row)
 
     def get_deployment(self, name: str) -> DeploymentEntry | None:
         """Return the deployment called ``name``, or None."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -105,21 +104,6 @@ def check_pod_image(image: str) -> None:
         )
 
 
-def flag_env_name(option: str) -> str:
-    """``max_num_seqs`` or ``--max-num-seqs`` -> ``MAX_NUM_SEQS`` (worker-vllm's mapping)."""
-    return option.lstrip("-").replace("-", "_").upper()
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        import json
-
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
 class RunPodPlan(BaseModel):
     """Where and how a model is served on RunPod, with its prices (small, JSON-safe)."""
 
@@ -148,6 +132,11 @@ class RunPodPlan(BaseModel):
     weights_gb: float = 0.0
     container_disk_gb: int = 20
     notes: list[str] = Field(default_factory=list)
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        """Every GPU of a worker or pod serves the one model (TP = GPU count)."""
+        return self.gpu_count
 
 
 def check_budget(plan: RunPodPlan, options: ServeConfig) -> None:
@@ -201,21 +190,14 @@ def _facts_and_plan(
     token: str | None,
     facts: Any = None,
 ) -> tuple[Any, Any, int]:
+    from dataclasses import replace
+
     from tuneship.planning import load_model_facts, plan_serving
+    from tuneship.planning.serving import ServeRequest
 
     facts = facts or load_model_facts(model, revision=revision, token=token)
-    fixed = options.runpod.gpu_count or (
-        options.tensor_parallel_size if options.tensor_parallel_size > 1 else None
-    )
-    plan = plan_serving(
-        facts,
-        gpus=gpus,
-        tensor_parallel_size=fixed,
-        max_model_len=options.max_model_len,
-        gpu_memory_utilization=options.gpu_memory_utilization,
-        enforce_eager=bool(options.extra_options.get("enforce_eager")),
-        price_basis=price_basis,
-    )
+    request = replace(ServeRequest.from_serve_config(options), price_basis=price_basis)
+    plan = plan_serving(facts, request, gpus=gpus)
     chosen = plan.ensure_fits()
     return facts, plan, chosen.gpu_count
 
@@ -241,7 +223,8 @@ def plan_serverless(
 
     Pools are the planner's fitting options at the chosen GPU count, cheapest first (or
     ``serve.runpod.gpu_pools`` in the user's order). ``max_model_len`` and the memory
-    share are the smallest any chosen pool allows, since one template serves all pools.
+    share are the smallest any chosen pool allows, since one template serves all pools
+    (a set ``serve.max_model_len`` is every fitting option's length already).
 
     Raises:
         PlanningError: Nothing fits (the message says what would).
@@ -307,11 +290,7 @@ def plan_serverless(
         gpu_count=count,
         gpu_ids=pools,
         gpu_names=[o.gpu for o in chosen],
-        max_model_len=(
-            options.max_model_len
-            if isinstance(options.max_model_len, int)
-            else (min(lengths) if lengths else None)
-        ),
+        max_model_len=min(lengths) if lengths else None,
         gpu_memory_utilization=min(utils) if utils else None,
         usd_per_second=per_second,
         usd_per_hour=per_hour,
@@ -384,11 +363,7 @@ def plan_pod(
         gpu_count=count,
         gpu_ids=[str(o.runpod_gpu_id) for o in chosen],
         gpu_names=[o.gpu for o in chosen],
-        max_model_len=(
-            options.max_model_len
-            if isinstance(options.max_model_len, int)
-            else (min(lengths) if lengths else None)
-        ),
+        max_model_len=min(lengths) if lengths else None,
         gpu_memory_utilization=min(utils) if utils else None,
         usd_per_hour=per_hour,
         worst_usd_per_hour=max(known) if known else None,
@@ -396,75 +371,6 @@ def plan_pod(
         container_disk_gb=_disk_gb(weights_gb, options),
         notes=[f"pod {resource_name(name)}: {o.summary()}" for o in chosen],
     )
-
-
-def _vllm_options(plan: RunPodPlan, options: ServeConfig) -> dict[str, Any]:
-    """The vLLM options both targets pass (flag name without dashes -> value)."""
-    values: dict[str, Any] = {
-        "max_model_len": plan.max_model_len,
-        "gpu_memory_utilization": (
-            f"{plan.gpu_memory_utilization:.2f}" if plan.gpu_memory_utilization else None
-        ),
-        "tensor_parallel_size": plan.gpu_count,
-        "dtype": options.dtype,
-        "max_num_seqs": options.runpod.max_num_seqs,
-    }
-    for key, value in options.extra_options.items():
-        values[key.lstrip("-").replace("-", "_")] = value
-    return values
-
-
-def worker_env(
-    plan: RunPodPlan,
-    options: ServeConfig,
-    *,
-    hf_token: str | None = None,
-) -> dict[str, str]:
-    """The serverless template's environment for ``runpod/worker-v1-vllm`` (v2.24+).
-
-    Args:
-        plan: The serverless plan.
-        options: The ``serve`` section (``extra_options`` become UPPER_SNAKE variables).
-        hf_token: Only for private or gated repos: the worker logs its command line, which
-            then holds the token.
-    """
-    env: dict[str, str] = {
-        "MODEL_NAME": plan.model,
-        "OPENAI_SERVED_MODEL_NAME_OVERRIDE": plan.served_model_name,
-        "SERVED_MODEL_NAME": plan.served_model_name,
-    }
-    if plan.revision:
-        env["MODEL_REVISION"] = plan.revision
-    for key, value in _vllm_options(plan, options).items():
-        if value is None:
-            continue
-        env[flag_env_name(key)] = _env_value(value)
-    env["VLLM_STARTUP_TIMEOUT"] = str(int(options.startup_timeout_s))
-    if options.runpod.network_volume_id:
-        env["BASE_PATH"] = "/runpod-volume"
-    if hf_token:
-        env["HF_TOKEN"] = hf_token
-    return env
-
-
-def pod_docker_args(plan: RunPodPlan, options: ServeConfig) -> str:
-    """``vllm serve`` arguments for the ``vllm/vllm-openai`` image (its entrypoint).
-
-    The API key is not among them: it goes in ``VLLM_API_KEY`` (vLLM reads it like
-    ``--api-key``), so it does not show in the pod's command line.
-    """
-    args = ["--model", plan.model]
-    if plan.revision:
-        args += ["--revision", plan.revision]
-    args += ["--served-model-name", plan.served_model_name]
-    args += ["--host", "0.0.0.0", "--port", str(POD_PORT)]
-    for key, value in _vllm_options(plan, options).items():
-        if value is None or value is False:
-            continue
-        args.append("--" + key.replace("_", "-"))
-        if value is not True:
-            args.append(_env_value(value))
-    return shlex.join(args)
 
 
 def model_needs_token(model: str, revision: str | None, token: str | None) -> bool:

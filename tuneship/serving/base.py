@@ -1,10 +1,11 @@
-"""What every serving target provides: deploy a model folder or repo, and stop it again."""
+"""What every serving target provides (plan, deploy, health, stop, describe) and the
+deployment records they return."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,10 +15,12 @@ Backend = Literal["cuda", "cpu"]
 
 
 class DeploymentInfo(BaseModel):
-    """A started endpoint: where it answers and how to stop it.
+    """A started endpoint, on any target: where it answers and what it serves.
 
     ``api_key`` is a secret: it is left out of ``repr`` and of ``model_dump`` (so it never
     reaches a log, a Prefect result or the registry); read the attribute, or the key file.
+    Each target extends this record with what only it has (a local process's pid, a
+    RunPod endpoint's id).
     """
 
     model_config = ConfigDict(protected_namespaces=())
@@ -31,8 +34,50 @@ class DeploymentInfo(BaseModel):
     model: str = Field(description="Model folder or Hub repo id that is served.")
     model_name: str | None = Field(default=None, description="Registered model name.")
     model_version: str | None = Field(default=None, description="Registered model version.")
-    host: str
-    port: int
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    ready_after_s: float | None = Field(default=None, description="Seconds from start to ready.")
+
+    _details: ClassVar[tuple[str, ...]] = (
+        "model",
+        "api_key_file",
+        "tensor_parallel_size",
+        "max_model_len",
+        "gpu_memory_utilization",
+        "started_at",
+        "ready_after_s",
+    )
+
+    def registry_details(self) -> dict[str, Any]:
+        """Return the JSON-safe details the registry stores (no secret)."""
+        return self.model_dump(mode="json", include=set(self._details))
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> Self:
+        """Rebuild the record from a registry entry (``DeploymentEntry``), e.g. to stop it.
+
+        The API key is not in the registry; it stays empty.
+        """
+        details = {k: v for k, v in (entry.details or {}).items() if k in cls.model_fields}
+        details.update(
+            name=entry.name,
+            target=entry.target,
+            url=entry.url or "",
+            served_model_name=entry.served_model_name or entry.name,
+            model=details.get("model") or entry.model_name,
+            model_name=entry.model_name,
+            model_version=entry.model_version,
+        )
+        return cls.model_validate(details)
+
+
+class LocalDeploymentInfo(DeploymentInfo):
+    """A server process on this machine: its address, process group and log."""
+
+    host: str | None = None
+    port: int | None = None
     pid: int | None = None
     pgid: int | None = Field(default=None, description="Process group; stopping kills all of it.")
     pid_start_time: int | None = Field(
@@ -41,41 +86,36 @@ class DeploymentInfo(BaseModel):
     log_path: str | None = None
     backend: Backend = "cpu"
     gpu_indices: list[int] = Field(default_factory=list)
-    tensor_parallel_size: int = 1
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    ready_after_s: float | None = Field(default=None, description="Seconds from start to ready.")
 
-    def registry_details(self) -> dict[str, Any]:
-        """Return the JSON-safe details the registry stores (no secret)."""
-        return self.model_dump(
-            mode="json",
-            include={
-                "model",
-                "host",
-                "port",
-                "pid",
-                "pgid",
-                "pid_start_time",
-                "log_path",
-                "api_key_file",
-                "backend",
-                "gpu_indices",
-                "tensor_parallel_size",
-                "max_model_len",
-                "gpu_memory_utilization",
-                "started_at",
-                "ready_after_s",
-            },
-        )
+    _details: ClassVar[tuple[str, ...]] = (
+        *DeploymentInfo._details,
+        "host",
+        "port",
+        "pid",
+        "pgid",
+        "pid_start_time",
+        "log_path",
+        "backend",
+        "gpu_indices",
+    )
 
 
 @runtime_checkable
 class ServingTarget(Protocol):
-    """A place a model can be served from (a local vLLM process, a rented endpoint...)."""
+    """A place a model can be served from (a local vLLM process, a rented endpoint...).
+
+    Callers plan first and hand the plan to ``deploy``, so what was shown (and checked
+    against the budget) is what starts; ``deploy`` plans itself only when given no plan.
+    Targets are found by name through :mod:`tuneship.serving.targets`.
+    """
 
     name: str
+    record_type: type[DeploymentInfo]
+    """The deployment record this target returns and stores in the registry."""
+
+    def plan(self, model: str | Path, options: ServeConfig, *, name: str) -> Any:
+        """Work out where and how ``model`` would be served; nothing is started."""
+        ...
 
     def deploy(
         self,
@@ -85,6 +125,7 @@ class ServingTarget(Protocol):
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
+        plan: Any = None,
     ) -> DeploymentInfo:
         """Start serving ``model`` and return once it answers.
 
@@ -94,12 +135,21 @@ class ServingTarget(Protocol):
             name: Deployment name (also the default served model name).
             model_name: Registered model name, recorded with the deployment.
             model_version: Registered model version, recorded with the deployment.
+            plan: The plan from :meth:`plan`; made here when None.
 
         Raises:
             ServingError: The server did not become ready; nothing is left running.
         """
         ...
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether the deployment answers now (no secret needed)."""
+        ...
+
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Stop the deployment (idempotent)."""
+        ...
+
+    def describe(self, deployment: DeploymentInfo) -> str:
+        """One line for people: where it runs and on what."""
         ...

@@ -4,7 +4,7 @@ user asked for it.
 :func:`managed_deployment` starts a server, records it in the registry, and stops it on
 any exception, ``KeyboardInterrupt`` or SIGTERM (Prefect's cancellation signal), and on a
 normal exit unless ``keep`` is set. :func:`stop_deployment` stops a recorded deployment
-from any process (``tuneship deployments stop NAME``).
+on any target from any process (``tuneship deployments stop NAME``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 from tuneship.config import ServeConfig
 from tuneship.errors import ServingError, TuneshipError
 from tuneship.serving.base import DeploymentInfo, ServingTarget
-from tuneship.serving.process import process_start_time, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +129,7 @@ def managed_deployment(
     registry_url: str | None = None,
     keep: bool | None = None,
     target: ServingTarget | None = None,
+    plan: Any = None,
 ) -> Iterator[DeploymentInfo]:
     """Serve ``model`` for the duration of a ``with`` block.
 
@@ -147,6 +147,7 @@ def managed_deployment(
         keep: Leave the server running after a normal exit (default:
             ``options.keep_serving``).
         target: Serving target (default: :class:`LocalVllmTarget`).
+        plan: The target's plan (from ``target.plan``); the target makes it when None.
 
     Yields:
         The ready deployment (``info.api_key`` holds the key).
@@ -155,14 +156,19 @@ def managed_deployment(
         ServingError: The server could not start; nothing is left running.
     """
     if target is None:
-        from tuneship.serving.local_vllm import LocalVllmTarget
+        from tuneship.serving.targets import get_target
 
-        target = LocalVllmTarget()
+        target = get_target("local")
     keep = options.keep_serving if keep is None else keep
     with _sigterm_raises():
         try:
             info = target.deploy(
-                model, options, name=name, model_name=model_name, model_version=model_version
+                model,
+                options,
+                name=name,
+                model_name=model_name,
+                model_version=model_version,
+                plan=plan,
             )
         except ServingError as exc:
             logger.error("deployment %r failed to start: %s", name, exc)
@@ -200,48 +206,41 @@ def managed_deployment(
                 _set_status(registry_url, name, status)
 
 
-def stop_deployment(name: str, registry_url: str | None = None, timeout_s: float = 30.0) -> Any:
-    """Stop a recorded deployment's whole process group and mark it stopped.
+def stop_deployment(
+    name: str,
+    registry_url: str | None = None,
+    timeout_s: float = 30.0,
+    *,
+    target: ServingTarget | None = None,
+) -> Any:
+    """Stop a recorded deployment on whichever target runs it, and mark it stopped.
 
-    Works from any process: the registry holds the process group and the start time of
-    its leader, which guards against signalling a reused pid.
+    The one stop path for every target: the registry entry names the target, the target
+    rebuilds its record from the entry and stops it (a local process group, guarded
+    against a reused pid; a RunPod endpoint or pod).
 
     Args:
         name: Deployment name.
         registry_url: Registry URL (None: the default registry).
-        timeout_s: Grace period before SIGKILL.
+        timeout_s: Grace period before SIGKILL (local processes).
+        target: The target, with its credentials (the CLI loads them); default: the
+            registered target of the entry's name, with credentials from the environment.
 
     Returns:
         The updated :class:`~tuneship.registry.DeploymentEntry`.
 
     Raises:
         RegistryError: No deployment has that name.
-        ServingError: Its processes could not be stopped.
+        ServingError: It could not be stopped.
     """
     from tuneship.errors import RegistryError
+    from tuneship.serving.targets import get_target
 
     with contextlib.closing(_registry(registry_url)) as registry:
         entry = registry.get_deployment(name)
         if entry is None:
             known = ", ".join(d.name for d in registry.list_deployments()) or "none"
             raise RegistryError(f"no deployment named {name!r} (known: {known})")
-        details = entry.details or {}
-        pgid = details.get("pgid")
-        pid = details.get("pid")
-        recorded_start = details.get("pid_start_time")
-        if isinstance(pgid, int):
-            leader_start = process_start_time(pid) if isinstance(pid, int) else None
-            reused = leader_start is not None and leader_start != recorded_start
-            if not reused:
-                try:
-                    stopped = stop_process_group(pgid, timeout_s)
-                except PermissionError as exc:
-                    raise ServingError(
-                        f"deployment {name!r}: not allowed to stop process group {pgid} "
-                        f"({exc}); run as the user that started it"
-                    ) from None
-                if not stopped:
-                    raise ServingError(
-                        f"deployment {name!r}: processes of group {pgid} survived SIGKILL"
-                    )
+        target = target or get_target(entry.target)
+        target.stop(target.record_type.from_entry(entry), timeout_s)
         return registry.set_deployment_status(name, STATUS_STOPPED)

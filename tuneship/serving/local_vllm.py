@@ -18,25 +18,19 @@ import secrets
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError
-from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo
 from tuneship.serving.engine import resolve_engine_command
-from tuneship.serving.gpu_select import (
-    ServingPlan,
-    cuda_env,
-    plan_serving,
-    planner_option,
-    read_local_gpus,
-)
+from tuneship.serving.http import http_get
+from tuneship.serving.placement import LocalPlan, plan_local_server
 from tuneship.serving.process import process_start_time, register_child, stop_process_group
+from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
 
 if TYPE_CHECKING:
     from tuneship.planning.inventory import LocalGpu
@@ -84,56 +78,15 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def format_options(options: dict[str, Any]) -> list[str]:
-    """Turn ``{enforce_eager: True, max_num_seqs: 8}`` into vLLM CLI arguments.
-
-    True becomes a bare flag, False and None are left out, anything else follows its flag.
-    """
-    args: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.lstrip("-").replace("_", "-")
-        if value is None or value is False:
-            continue
-        args.append(flag)
-        if value is not True:
-            args.append(str(value))
-    return args
-
-
 def build_server_args(
-    engine_command: Sequence[str],
-    model: str | Path,
-    options: ServeConfig,
-    plan: ServingPlan,
-    *,
-    served_model_name: str,
-    port: int,
+    engine_command: Sequence[str], options: VllmOptions, *, host: str, port: int
 ) -> list[str]:
     """Return the full argument list that starts the server (no secrets in it)."""
-    args = [
-        *engine_command,
-        "--model",
-        str(model),
-        "--served-model-name",
-        served_model_name,
-        "--host",
-        options.host,
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(plan.max_model_len) if plan.max_model_len else "auto",
-        "--tensor-parallel-size",
-        str(plan.tensor_parallel_size),
-        "--dtype",
-        options.dtype,
-    ]
-    if plan.backend == "cuda" and plan.gpu_memory_utilization is not None:
-        args += ["--gpu-memory-utilization", f"{plan.gpu_memory_utilization:.2f}"]
-    return args + format_options(options.extra_options)
+    return [*engine_command, *options.as_args(host, port)]
 
 
 def build_server_env(
-    plan: ServingPlan, *, model_is_local: bool, api_key: str, base: dict[str, str] | None = None
+    plan: LocalPlan, *, model_is_local: bool, api_key: str, base: dict[str, str] | None = None
 ) -> dict[str, str]:
     """Return the server's environment: the key, offline mode, KV space or GPU choice."""
     env = dict(os.environ if base is None else base)
@@ -148,7 +101,7 @@ def build_server_env(
         env["HF_HUB_OFFLINE"] = "1"
     if plan.backend == "cpu" and plan.cpu_kvcache_space_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(plan.cpu_kvcache_space_gib)
-    env.update(cuda_env(plan))
+    env.update(plan.cuda_env())
     return env
 
 
@@ -192,7 +145,7 @@ def is_memory_error(lines: Sequence[str]) -> bool:
     return any(hint in text for hint in _MEMORY_HINTS)
 
 
-def memory_suggestion(model: str | Path, options: ServeConfig, plan: ServingPlan) -> str:
+def memory_suggestion(plan: LocalPlan) -> str:
     """Return what to change after a memory error; the planner's advice when it has some."""
     if plan.backend == "cpu":
         return (
@@ -203,32 +156,12 @@ def memory_suggestion(model: str | Path, options: ServeConfig, plan: ServingPlan
         "lower serve.max_model_len, raise serve.tensor_parallel_size, free GPU memory, or "
         "run `tuneship plan serve` for a configuration that fits"
     )
-    try:
-        gpus = [g for g in read_local_gpus() if g.index in plan.gpu_indices]
-    except ImportError:
-        return advice
-    option = planner_option(
-        model, options, gpus, plan.gpu_memory_utilization or "auto", plan.max_model_len or "auto"
-    )
-    if option is None:
-        return advice
-    if option.largest_fitting_model_len:
+    if plan.largest_fitting_model_len:
         return (
-            f"the planner estimates at most max_model_len {option.largest_fitting_model_len:,} "
-            f"fits ({option.summary()}); {advice}"
+            f"the planner estimates at most max_model_len {plan.largest_fitting_model_len:,} "
+            f"fits ({plan.planner_summary}); {advice}"
         )
-    return f"the planner: {'; '.join(option.reasons) or option.summary()}; {advice}"
-
-
-def _http_get(url: str, api_key: str | None, timeout_s: float) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return advice
 
 
 def _read_log(path: Path) -> str:
@@ -260,6 +193,7 @@ class LocalVllmTarget:
     """
 
     name = TARGET_NAME
+    record_type: type[DeploymentInfo] = LocalDeploymentInfo
 
     def __init__(
         self,
@@ -279,9 +213,9 @@ class LocalVllmTarget:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def plan(self, model: str | Path, options: ServeConfig) -> ServingPlan:
+    def plan(self, model: str | Path, options: ServeConfig, *, name: str = "") -> LocalPlan:
         """Return where and how ``model`` would be served (no process is started)."""
-        return plan_serving(model, options, gpus=self.gpus)
+        return plan_local_server(model, options, gpus=self.gpus)
 
     def deploy(
         self,
@@ -291,8 +225,8 @@ class LocalVllmTarget:
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
-        plan: ServingPlan | None = None,
-    ) -> DeploymentInfo:
+        plan: LocalPlan | None = None,
+    ) -> LocalDeploymentInfo:
         """Start vLLM on ``model`` and return once it serves; see :class:`ServingTarget`.
 
         Args:
@@ -301,7 +235,8 @@ class LocalVllmTarget:
             name: Deployment name; also the served model name unless the config sets one.
             model_name: Registered model name, recorded with the deployment.
             model_version: Registered model version, recorded with the deployment.
-            plan: A plan from :meth:`plan`; computed when None.
+            plan: The plan from :meth:`plan` (the flow's planning task passes it); made
+                here, once, only when the caller has none.
 
         Raises:
             EngineNotFoundError: vLLM is not installed (the message has the command).
@@ -327,9 +262,8 @@ class LocalVllmTarget:
             handle.write(api_key + "\n")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = folder / f"server-{stamp}-{os.getpid()}.log"
-        args = build_server_args(
-            command, model_arg, options, plan, served_model_name=served, port=port
-        )
+        engine_options = build_vllm_options(model_arg, served, plan, options)
+        args = build_server_args(command, engine_options, host=options.host, port=port)
         env = build_server_env(plan, model_is_local=model_is_local, api_key=api_key)
         with log_path.open("wb") as log:
             log.write(f"# tuneship: {json.dumps(args)}\n# plan: {'; '.join(plan.notes)}\n".encode())
@@ -349,7 +283,7 @@ class LocalVllmTarget:
         register_child(proc)
         started = time.monotonic()
         try:
-            info = DeploymentInfo(
+            info = LocalDeploymentInfo(
                 name=name,
                 target=self.name,
                 url=f"http://{url_host(options.host)}:{port}/v1",
@@ -384,9 +318,9 @@ class LocalVllmTarget:
     def _wait_until_ready(
         self,
         proc: subprocess.Popen[bytes],
-        info: DeploymentInfo,
+        info: LocalDeploymentInfo,
         options: ServeConfig,
-        plan: ServingPlan,
+        plan: LocalPlan,
     ) -> None:
         base = info.url.removesuffix("/v1")
         deadline = time.monotonic() + options.startup_timeout_s
@@ -398,10 +332,10 @@ class LocalVllmTarget:
                 self._fail(info, options, plan, f"vLLM exited with code {code} while starting")
             try:
                 if not healthy:
-                    status, _ = _http_get(f"{base}/health", None, 5.0)
+                    status, _ = http_get(f"{base}/health", None, 5.0)
                     healthy = status == 200
                 if healthy:
-                    status, body = _http_get(f"{base}/v1/models", info.api_key, 10.0)
+                    status, body = http_get(f"{base}/v1/models", info.api_key, 10.0)
                     if status in (401, 403):
                         self._fail(
                             info,
@@ -434,7 +368,7 @@ class LocalVllmTarget:
             pause = min(pause * 1.5, self.poll_interval_s)
 
     def _fail(
-        self, info: DeploymentInfo, options: ServeConfig, plan: ServingPlan, reason: str
+        self, info: LocalDeploymentInfo, options: ServeConfig, plan: LocalPlan, reason: str
     ) -> None:
         self.stop(info)
         log_path = Path(info.log_path) if info.log_path else None
@@ -447,23 +381,53 @@ class LocalVllmTarget:
             quoted = "last log lines:\n" + "\n".join(f"  {_ANSI.sub('', ln)}" for ln in tail)
         message = f"deployment {info.name!r} of {info.model} failed: {reason}.\n{quoted}"
         if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(info.model, options, plan)}"
+            message += f"\nSuggestion: {memory_suggestion(plan)}"
         message += f"\nFull log: {log_path}"
         raise ServerStartError(message, log_path, lines)
+
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether vLLM's ``/health`` answers 200."""
+        try:
+            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def describe(self, deployment: DeploymentInfo) -> str:
+        """``pid 123 on GPUs 0,1, log /path`` (or ``on the CPU``)."""
+        assert isinstance(deployment, LocalDeploymentInfo)
+        where = (
+            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
+            if deployment.backend == "cuda"
+            else "the CPU"
+        )
+        return f"pid {deployment.pid} on {where}, log {deployment.log_path}"
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Stop the server's whole process group (SIGTERM, then SIGKILL); idempotent.
 
+        Works from any process: the record holds the process group and the start time of
+        its leader, which guards against signalling a reused pid.
+
         Raises:
-            ServingError: Some process of the group survived SIGKILL.
+            ServingError: Some process of the group survived SIGKILL, or it belongs to
+                another user.
         """
+        assert isinstance(deployment, LocalDeploymentInfo)
         if deployment.pgid is None:
             return
         if deployment.pid is not None:
             started = process_start_time(deployment.pid)
             if started is not None and started != deployment.pid_start_time:
                 return  # the pid now belongs to another process; ours is long gone
-        if not stop_process_group(deployment.pgid, timeout_s):
+        try:
+            stopped = stop_process_group(deployment.pgid, timeout_s)
+        except PermissionError as exc:
+            raise ServingError(
+                f"deployment {deployment.name!r}: not allowed to stop process group "
+                f"{deployment.pgid} ({exc}); run as the user that started it"
+            ) from None
+        if not stopped:
             raise ServingError(
                 f"deployment {deployment.name!r}: processes of group {deployment.pgid} "
                 "survived SIGKILL"

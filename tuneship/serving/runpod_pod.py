@@ -18,24 +18,12 @@ import logging
 import os
 import secrets
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
-from tuneship.runpod.deployment import (
-    POD_TARGET,
-    RunPodDeploymentInfo,
-    RunPodTargetBase,
-    cleanup_quietly,
-    hf_token_if_needed,
-    runpod_client_for,
-    terminate_pods,
-)
 from tuneship.runpod.errors import RunPodCapacityError
 from tuneship.runpod.specs import (
     POD_PORT,
@@ -43,26 +31,24 @@ from tuneship.runpod.specs import (
     check_budget,
     check_pod_image,
     plan_pod,
-    pod_docker_args,
     resource_name,
 )
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.http import http_get
+from tuneship.serving.runpod_base import (
+    POD_TARGET,
+    RunPodDeploymentInfo,
+    RunPodTargetBase,
+    cleanup_quietly,
+    hf_token_if_needed,
+    runpod_vllm_options,
+    terminate_pods,
+)
 from tuneship.serving.runpod_serverless import require_hub_id
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "TUNESHIP_SERVE_API_KEY"
-
-
-def _http_get(url: str, api_key: str | None, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def http_port_ready(pod: dict[str, Any] | None, port: int = POD_PORT) -> bool:
@@ -77,11 +63,13 @@ class RunPodPodTarget(RunPodTargetBase):
     """Serve with vLLM in a RunPod GPU pod.
 
     Args:
-        client: RunPod client (default: from ``serve.runpod.credentials_block`` or
-            ``RUNPOD_API_KEY``).
+        client: RunPod client, made by the caller from the resolved credentials
+            (``tuneship.tasks.credentials.load_target``); default: ``RUNPOD_API_KEY``.
         plan: A plan from :meth:`plan` (computed in ``deploy`` when None).
         revision: Hub revision to serve.
-        hf_token: Token for a private or gated repo; None looks it up (only if needed).
+        hf_token: Token to send for a private or gated repo; None decides from
+            ``hub_token`` whether one is needed.
+        hub_token: The run's Hugging Face token (resolved by the caller); None: ``HF_TOKEN``.
         deployments_dir: Where the key file goes (default ``$TUNESHIP_HOME/deployments``).
         poll_interval_s: Longest pause between readiness checks.
     """
@@ -92,15 +80,10 @@ class RunPodPodTarget(RunPodTargetBase):
         self,
         client: RunPodClient | None = None,
         *,
-        plan: RunPodPlan | None = None,
-        revision: str | None = None,
-        hf_token: str | None = None,
         deployments_dir: Path | None = None,
-        poll_interval_s: float = 5.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            client, plan=plan, revision=revision, hf_token=hf_token, poll_interval_s=poll_interval_s
-        )
+        super().__init__(client, **kwargs)  # the arguments RunPodTargetBase documents
         self.deployments_dir = deployments_dir
 
     def plan(
@@ -140,6 +123,7 @@ class RunPodPodTarget(RunPodTargetBase):
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
+        plan: RunPodPlan | None = None,
     ) -> RunPodDeploymentInfo:
         """Rent the pod, wait until vLLM answers through the proxy, return the endpoint.
 
@@ -151,11 +135,11 @@ class RunPodPodTarget(RunPodTargetBase):
         rp = options.runpod
         check_pod_image(rp.pod_image)
         model_id = require_hub_id(model)
-        plan = self._plan or self.plan(model_id, options, name=name)
+        plan = plan or self._plan or self.plan(model_id, options, name=name)
         check_budget(plan, options)
         token = self.hf_token
         if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, rp.hf_credentials_block)
+            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
         client = self._client(options)
         rname = resource_name(name)
         api_key = (
@@ -169,7 +153,9 @@ class RunPodPodTarget(RunPodTargetBase):
             env["HF_TOKEN"] = token
         if rp.network_volume_id:
             env["HF_HOME"] = "/workspace/huggingface"
-        docker_args = pod_docker_args(plan, options)
+        # The API key is no flag: it goes in VLLM_API_KEY (vLLM reads it like --api-key),
+        # so it does not show in the pod's command line.
+        docker_args = runpod_vllm_options(plan, options).as_pod_args(POD_PORT)
         pod_id: str | None = None
         started = time.monotonic()
         try:
@@ -180,7 +166,6 @@ class RunPodPodTarget(RunPodTargetBase):
                 if other.get("name") == rname and str(other.get("id")) != pod_id:
                     client.terminate_pod(str(other["id"]))
             url = client.proxy_url(pod_id, POD_PORT) + "/v1"
-            parts = urlsplit(url)
             price = plan.usd_per_hour.get(gpu_id)
             info = RunPodDeploymentInfo(
                 name=name,
@@ -192,8 +177,6 @@ class RunPodPodTarget(RunPodTargetBase):
                 model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                host=parts.hostname or "",
-                port=parts.port or (443 if parts.scheme == "https" else 80),
                 backend="cuda",
                 tensor_parallel_size=plan.gpu_count,
                 max_model_len=plan.max_model_len,
@@ -279,9 +262,9 @@ class RunPodPodTarget(RunPodTargetBase):
                     stage = "vLLM to answer /health through the proxy"
             if stage.startswith("vLLM"):
                 try:
-                    status_code, _ = _http_get(f"{base}/health", None)
+                    status_code, _ = http_get(f"{base}/health", None)
                     if status_code == 200:
-                        status_code, body = _http_get(f"{base}/v1/models", info.api_key)
+                        status_code, body = http_get(f"{base}/v1/models", info.api_key)
                         if status_code in (401, 403):
                             raise ServingError(
                                 f"pod {info.resource_name}: vLLM refused the API key (HTTP "
@@ -308,6 +291,14 @@ class RunPodPodTarget(RunPodTargetBase):
             time.sleep(min(pause, max(0.0, deadline - now)))
             pause = min(pause * 1.5, self.poll_interval_s)
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether vLLM's ``/health`` answers 200 through RunPod's proxy."""
+        try:
+            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health")
+        except OSError:
+            return False
+        return status == 200
+
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Terminate the pod (idempotent).
 
@@ -316,7 +307,7 @@ class RunPodPodTarget(RunPodTargetBase):
         """
         assert isinstance(deployment, RunPodDeploymentInfo)
         try:
-            client = self.client or runpod_client_for(deployment.credentials_block)
+            client = self.client or RunPodClient.from_environment()
             terminate_pods(client, deployment.resource_name, pod_id=deployment.pod_id)
         except TuneshipError as exc:
             raise ServingError(

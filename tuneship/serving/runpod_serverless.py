@@ -17,20 +17,10 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tuneship.config import ServeConfig
 from tuneship.errors import ConfigError, ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
-from tuneship.runpod.deployment import (
-    SERVERLESS_TARGET,
-    RunPodDeploymentInfo,
-    RunPodTargetBase,
-    cleanup_quietly,
-    delete_endpoint_and_template,
-    hf_token_if_needed,
-    runpod_client_for,
-)
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
@@ -38,15 +28,46 @@ from tuneship.runpod.specs import (
     plan_serverless,
     resource_name,
     worker_cuda_versions,
-    worker_env,
 )
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.runpod_base import (
+    SERVERLESS_TARGET,
+    RunPodDeploymentInfo,
+    RunPodTargetBase,
+    cleanup_quietly,
+    delete_endpoint_and_template,
+    hf_token_if_needed,
+    runpod_vllm_options,
+)
 
 log = logging.getLogger(__name__)
 
 READY_PROBE = {"route": "/v1/models", "method": "GET"}
 """worker-vllm (v2.24+) forwards ``{"route", "method", "body"}`` jobs to its local vLLM."""
 _WORKER_STATES = ("idle", "initializing", "ready", "running")
+
+
+def worker_env(
+    plan: RunPodPlan, options: ServeConfig, *, hf_token: str | None = None
+) -> dict[str, str]:
+    """The serverless template's environment for ``runpod/worker-v1-vllm`` (v2.24+).
+
+    The vLLM flags are :func:`~tuneship.serving.runpod_base.runpod_vllm_options` (the
+    same builder a local server and a pod use), rendered as the worker's variables.
+
+    Args:
+        plan: The serverless plan.
+        options: The ``serve`` section.
+        hf_token: Only for private or gated repos: the worker logs its command line, which
+            then holds the token.
+    """
+    env = runpod_vllm_options(plan, options).as_worker_env()
+    env["VLLM_STARTUP_TIMEOUT"] = str(int(options.startup_timeout_s))
+    if options.runpod.network_volume_id:
+        env["BASE_PATH"] = "/runpod-volume"
+    if hf_token:
+        env["HF_TOKEN"] = hf_token
+    return env
 
 
 def require_hub_id(model: str | Path) -> str:
@@ -87,11 +108,13 @@ class RunPodServerlessTarget(RunPodTargetBase):
     """Serve on a RunPod Serverless endpoint (``runpod/worker-v1-vllm``).
 
     Args:
-        client: RunPod client (default: from ``serve.runpod.credentials_block`` or
-            ``RUNPOD_API_KEY``).
+        client: RunPod client, made by the caller from the resolved credentials
+            (``tuneship.tasks.credentials.load_target``); default: ``RUNPOD_API_KEY``.
         plan: A plan from :meth:`plan` (computed in ``deploy`` when None).
         revision: Hub revision to serve (``MODEL_REVISION``), e.g. the pushed commit.
-        hf_token: Token for a private or gated repo; None looks it up (only if needed).
+        hf_token: Token to send for a private or gated repo; None decides from
+            ``hub_token`` whether one is needed.
+        hub_token: The run's Hugging Face token (resolved by the caller); None: ``HF_TOKEN``.
         poll_interval_s: Longest pause between readiness checks.
         template_wait_s: How long teardown retries a template RunPod still holds.
     """
@@ -99,18 +122,9 @@ class RunPodServerlessTarget(RunPodTargetBase):
     name = SERVERLESS_TARGET
 
     def __init__(
-        self,
-        client: RunPodClient | None = None,
-        *,
-        plan: RunPodPlan | None = None,
-        revision: str | None = None,
-        hf_token: str | None = None,
-        poll_interval_s: float = 5.0,
-        template_wait_s: float = 150.0,
+        self, client: RunPodClient | None = None, *, template_wait_s: float = 150.0, **kwargs: Any
     ) -> None:
-        super().__init__(
-            client, plan=plan, revision=revision, hf_token=hf_token, poll_interval_s=poll_interval_s
-        )
+        super().__init__(client, **kwargs)  # the arguments RunPodTargetBase documents
         self.template_wait_s = template_wait_s
 
     def plan(self, model: str | Path, options: ServeConfig, *, name: str) -> RunPodPlan:
@@ -134,6 +148,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         name: str,
         model_name: str | None = None,
         model_version: str | None = None,
+        plan: RunPodPlan | None = None,
     ) -> RunPodDeploymentInfo:
         """Create or update the template and endpoint, and wait for a worker to answer.
 
@@ -145,11 +160,11 @@ class RunPodServerlessTarget(RunPodTargetBase):
         rp = options.runpod
         cuda = worker_cuda_versions(rp.worker_image)
         model_id = require_hub_id(model)
-        plan = self._plan or self.plan(model_id, options, name=name)
+        plan = plan or self._plan or self.plan(model_id, options, name=name)
         check_budget(plan, options)
         token = self.hf_token
         if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, rp.hf_credentials_block)
+            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
         client = self._client(options)
         rname = resource_name(name)
         env = worker_env(plan, options, hf_token=token)
@@ -168,7 +183,6 @@ class RunPodServerlessTarget(RunPodTargetBase):
             template_id = str(template["id"])
             endpoint_id = self._save_endpoint(client, rname, template_id, plan, options, cuda)
             url = client.openai_base_url(endpoint_id)
-            parts = urlsplit(url)
             info = RunPodDeploymentInfo(
                 name=name,
                 target=self.name,
@@ -178,8 +192,6 @@ class RunPodServerlessTarget(RunPodTargetBase):
                 model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                host=parts.hostname or "",
-                port=parts.port or (443 if parts.scheme == "https" else 80),
                 backend="cuda",
                 tensor_parallel_size=plan.gpu_count,
                 max_model_len=plan.max_model_len,
@@ -378,7 +390,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         worker runs at all and what it answered. Never raises.
         """
         assert isinstance(info, RunPodDeploymentInfo)
-        client = self.client or runpod_client_for(info.credentials_block)
+        client = self.client or RunPodClient.from_environment()
         endpoint_id = str(info.endpoint_id)
         job = {
             "messages": [{"role": "user", "content": "Say hello."}],
@@ -394,6 +406,15 @@ class RunPodServerlessTarget(RunPodTargetBase):
         detail = f"error: {error}" if error else f"output: {str(state.get('output'))[:300]}"
         return f"/runsync job {state.get('status')} ({detail}); {describe_health(health)}"
 
+    def health(self, deployment: DeploymentInfo) -> bool:
+        """Whether the endpoint has a worker that is ready or running."""
+        assert isinstance(deployment, RunPodDeploymentInfo)
+        if not deployment.endpoint_id:
+            return False
+        client = self.client or RunPodClient.from_environment()
+        workers = client.endpoint_health(deployment.endpoint_id).get("workers") or {}
+        return any(workers.get(k) for k in ("ready", "idle", "running"))
+
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Scale to 0 workers, delete the endpoint and its template (idempotent).
 
@@ -402,7 +423,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         """
         assert isinstance(deployment, RunPodDeploymentInfo)
         try:
-            client = self.client or runpod_client_for(deployment.credentials_block)
+            client = self.client or RunPodClient.from_environment()
             delete_endpoint_and_template(
                 client,
                 deployment.resource_name,

@@ -1,18 +1,41 @@
-"""What every tuneship task shares: the transient-only retry rule and a safe logger."""
+"""What every tuneship task shares: one decorator, one retry policy per service, a logger."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
-from tuneship.errors import TransientError
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
-TRANSIENT_TYPES: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+from tuneship.errors import is_transient
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Return True for errors worth retrying (network blips, rate limits, busy resources)."""
-    return isinstance(exc, TRANSIENT_TYPES)
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how long apart, a task is retried after a transient error."""
+
+    retries: int
+    delays_s: tuple[float, ...] = ()
+
+
+NO_RETRY = RetryPolicy(0)
+"""Local work whose failures repeat on a retry (bad data, a bad merge, a full disk)."""
+HUB_RETRY = RetryPolicy(3, (10, 30, 90))
+"""Hugging Face Hub calls: rate limits and 5xx clear within minutes."""
+REGISTRY_RETRY = RetryPolicy(2, (5,))
+"""The registry database (a busy SQLite file or a dropped Postgres connection)."""
+GPU_RETRY = RetryPolicy(2, (5,))
+"""Local GPUs: a device another process is still releasing."""
+TRAINING_RETRY = RetryPolicy(1, (10,))
+"""A training job: one more try after a transient failure (it resumes from checkpoints)."""
+ENDPOINT_RETRY = RetryPolicy(2, (5,))
+"""Requests to a served endpoint that has just come up."""
 
 
 def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -26,6 +49,31 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:  # the state re-raises the task's own exception here
         return is_transient(exc)
     return False
+
+
+def pipeline_task(
+    name: str, policy: RetryPolicy = NO_RETRY
+) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorate a function as a tuneship task: named, uncached, retried per ``policy``.
+
+    Results are never cached (a run's inputs are files that change under the same path),
+    and only transient errors are retried.
+
+    Args:
+        name: The task's name in the Prefect UI.
+        policy: The retry policy of the service the task talks to.
+
+    Returns:
+        A decorator turning a function into a Prefect task.
+    """
+
+    return task(
+        name=name,
+        retries=policy.retries,
+        retry_delay_seconds=list(policy.delays_s) or 0,
+        retry_condition_fn=retry_on_transient if policy.retries else None,
+        cache_policy=NO_CACHE,
+    )
 
 
 def get_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

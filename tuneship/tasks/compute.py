@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tuneship.compute.base import ComputeHandle
 from tuneship.compute.local import get_provider
 from tuneship.config import ComputeConfig
-from tuneship.tasks._common import get_logger, retry_on_transient
+from tuneship.tasks._common import GPU_RETRY, get_logger, pipeline_task
 
 
-@task(name="provision-gpu", retries=2, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+@pipeline_task("provision-gpu", GPU_RETRY)
 def provision_compute(compute: ComputeConfig) -> ComputeHandle:
     """Choose the devices the training job runs on (CPU when there is no GPU).
 

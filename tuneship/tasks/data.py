@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig
 from tuneship.data import PreparedData, prepare_dataset, summary_table
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import HUB_RETRY, artifact_key, get_logger, pipeline_task
 
 
 def load_tokenizer(model_dir: str):  # type: ignore[no-untyped-def]
@@ -20,13 +18,7 @@ def load_tokenizer(model_dir: str):  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@task(
-    name="prepare-dataset-split",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("prepare-dataset-split", HUB_RETRY)
 def prepare_dataset_split(config: PipelineConfig, base_model_dir: str) -> PreparedData:
     """Read, validate, convert and split the data; publish a summary table artifact.
 

@@ -24,22 +24,26 @@ from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
 def make_runpod_target(
     serve: ServeConfig, plan: RunPodPlan | None = None, revision: str | None = None
 ) -> ServingTarget:
-    """The serving target for ``serve.target`` (``runpod-serverless`` or ``runpod-pod``).
+    """The serving target for ``serve.target`` (``runpod-serverless`` or ``runpod-pod``),
+    with the RunPod client and Hub token loaded from the config's blocks.
 
     Raises:
         ConfigError: ``serve.target`` is not a RunPod target.
     """
     from tuneship.errors import ConfigError
-    from tuneship.serving.runpod_pod import RunPodPodTarget
-    from tuneship.serving.runpod_serverless import RunPodServerlessTarget
+    from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
 
-    if serve.target == "runpod-serverless":
-        return RunPodServerlessTarget(plan=plan, revision=revision)
-    if serve.target == "runpod-pod":
-        return RunPodPodTarget(plan=plan, revision=revision)
-    raise ConfigError(
-        f"serve.target={serve.target!r}: deploy_model deploys to 'runpod-serverless' or "
-        "'runpod-pod'"
+    if serve.target not in RUNPOD_TARGETS:
+        raise ConfigError(
+            f"serve.target={serve.target!r}: deploy_model deploys to 'runpod-serverless' or "
+            "'runpod-pod'"
+        )
+    return load_target(
+        serve.target,
+        serve.runpod.credentials_block,
+        serve.runpod.hf_credentials_block,
+        plan=plan,
+        revision=revision,
     )
 
 
@@ -65,7 +69,7 @@ def plan_runpod_deployment(
         The plan the target deploys.
     """
     target = make_runpod_target(serve, revision=revision)
-    plan: RunPodPlan = target.plan(model, serve, name=run_name)  # type: ignore[attr-defined]
+    plan: RunPodPlan = target.plan(model, serve, name=run_name)
     rows: list[dict[str, Any]] = [
         {
             "gpu": gpu_id,
@@ -116,21 +120,21 @@ def smoke_test_runpod(
     Raises:
         SmokeTestError: The endpoint failed; the message has the diagnosis.
     """
-    from tuneship.runpod.deployment import runpod_client_for
     from tuneship.serving.smoke import SmokeTestError, run_smoke_test
+    from tuneship.tasks.credentials import load_runpod_client
 
     client = None
     if api_key_file:
         api_key = Path(api_key_file).read_text(encoding="utf-8").strip()
     else:
-        client = runpod_client_for(credentials_block)
+        client = load_runpod_client(credentials_block)
         api_key = client.api_key.get_secret_value()
     try:
         result = run_smoke_test(url, api_key, served_model_name)
     except SmokeTestError as exc:
         if client is None or endpoint_id is None:
             raise
-        from tuneship.runpod.deployment import RunPodDeploymentInfo
+        from tuneship.serving.runpod_base import RunPodDeploymentInfo
         from tuneship.serving.runpod_serverless import RunPodServerlessTarget
 
         info = RunPodDeploymentInfo(
@@ -139,8 +143,6 @@ def smoke_test_runpod(
             url=url,
             served_model_name=served_model_name,
             model=served_model_name,
-            host="",
-            port=443,
             resource_name=run_name,
             endpoint_id=endpoint_id,
         )
@@ -152,30 +154,32 @@ def smoke_test_runpod(
     return result
 
 
-def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow hook (``on_crashed``, ``on_cancellation``): delete the run's RunPod resources.
+def delete_run_resources(
+    logger: Any, target: str, credentials_block: str | None, run_name: str, why: str
+) -> None:
+    """Delete the RunPod resources named ``tuneship-<run_name>``; log, never raise.
 
-    Hooks may run in another process (the runner), so nothing comes from memory: the
-    resources are found by their deterministic name ``tuneship-<name or flow run name>``
-    and the credentials block named in the ``serve`` parameter.
+    The one crash and cancellation cleanup, shared by the pipeline's hook and
+    ``deploy_model``'s: hooks may run in another process (the runner), so nothing comes
+    from memory; the name is deterministic and the credentials come from the block.
+
+    Args:
+        logger: The flow run's logger.
+        target: ``serve.target``; anything but a RunPod target has nothing to delete.
+        credentials_block: ``serve.runpod.credentials_block``.
+        run_name: The run (deployment) name.
+        why: The final state's name, for the log.
     """
-    from prefect.logging.loggers import flow_run_logger
-
     from tuneship.errors import TuneshipError
-    from tuneship.runpod.deployment import delete_resources_named, runpod_client_for
     from tuneship.runpod.specs import resource_name
+    from tuneship.serving.runpod_base import delete_resources_named
+    from tuneship.tasks.credentials import RUNPOD_TARGETS, load_runpod_client
 
-    logger = flow_run_logger(flow_run, flow)
-    params = dict(getattr(flow_run, "parameters", None) or {})
-    serve = params.get("serve") or {}
-    if isinstance(serve, ServeConfig):
-        serve = serve.model_dump()
-    if serve.get("target", "runpod-serverless") not in ("runpod-serverless", "runpod-pod"):
+    if target not in RUNPOD_TARGETS:
         return
-    name = resource_name(str(params.get("name") or flow_run.name))
-    block = (serve.get("runpod") or {}).get("credentials_block")
+    name = resource_name(run_name)
     try:
-        deleted = delete_resources_named(runpod_client_for(block), name)
+        deleted = delete_resources_named(load_runpod_client(credentials_block), name)
     except TuneshipError as exc:
         logger.error(
             "could not delete RunPod resources named %s: %s; delete them in the RunPod console",
@@ -185,9 +189,30 @@ def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
         return
     logger.warning(
         "run %s: deleted RunPod resources named %s: %s",
-        state.name,
+        why,
         name,
         ", ".join(deleted) or "none were left",
+    )
+
+
+def cleanup_runpod_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """``deploy_model``'s hook (``on_crashed``, ``on_cancellation``): delete its resources.
+
+    The name is ``tuneship-<name or flow run name>``; the block is named in the ``serve``
+    parameter.
+    """
+    from prefect.logging.loggers import flow_run_logger
+
+    params = dict(getattr(flow_run, "parameters", None) or {})
+    serve = params.get("serve") or {}
+    if isinstance(serve, ServeConfig):
+        serve = serve.model_dump()
+    delete_run_resources(
+        flow_run_logger(flow_run, flow),
+        serve.get("target", "runpod-serverless"),
+        (serve.get("runpod") or {}).get("credentials_block"),
+        str(params.get("name") or flow_run.name),
+        state.name,
     )
 
 

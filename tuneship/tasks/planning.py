@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.compute.base import ComputeHandle
 from tuneship.config import PipelineConfig
-from tuneship.tasks._common import artifact_key, get_logger
+from tuneship.tasks._common import artifact_key, get_logger, pipeline_task
 
 
-@task(name="plan-training-memory", cache_policy=NO_CACHE)
+@pipeline_task("plan-training-memory")
 def plan_training_memory(
     config: PipelineConfig, base_model_dir: str, handle: ComputeHandle
 ) -> float:

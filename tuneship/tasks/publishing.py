@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig
 from tuneship.errors import ConfigError
 from tuneship.packaging import CardInfo, PackageResult, package_model
 from tuneship.publishing.base import Publisher, PublishResult
 from tuneship.registry import ModelEntry, Registry
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import (
+    HUB_RETRY,
+    REGISTRY_RETRY,
+    artifact_key,
+    get_logger,
+    pipeline_task,
+)
 
 
-@task(name="package-model", retries=0, cache_policy=NO_CACHE)
+@pipeline_task("package-model")
 def package_merged_model(
     merged_dir: str, out_dir: str, card: CardInfo, load_check: bool = True
 ) -> PackageResult:
@@ -62,13 +66,7 @@ def build_publisher(config: PipelineConfig) -> Publisher:
     return LocalStorePublisher(config.store_dir())
 
 
-@task(
-    name="publish-model",
-    retries=3,
-    retry_delay_seconds=[10, 30, 90],
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("publish-model", HUB_RETRY)
 def publish_model(config: PipelineConfig, folder: str, run_label: str) -> PublishResult:
     """Publish the packaged folder to the local store or the Hub.
 
@@ -106,13 +104,7 @@ def publish_model(config: PipelineConfig, folder: str, run_label: str) -> Publis
     return result
 
 
-@task(
-    name="register-model",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("register-model", REGISTRY_RETRY)
 def register_model(registry_url: str, entry: ModelEntry) -> ModelEntry:
     """Upsert the model into the registry (running twice creates no duplicate).
 

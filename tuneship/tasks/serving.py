@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PipelineConfig, ServeConfig
-from tuneship.serving.gpu_select import ServingPlan
+from tuneship.serving.placement import LocalPlan
 from tuneship.serving.smoke import SmokeResult
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import ENDPOINT_RETRY, artifact_key, get_logger, pipeline_task
 
 
-@task(name="choose-gpus-and-tp", cache_policy=NO_CACHE)
-def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> ServingPlan:
+@pipeline_task("choose-gpus-and-tp")
+def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> LocalPlan:
     """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
 
     A request that cannot fit (e.g. a context longer than the KV cache can hold, or a
@@ -28,11 +26,11 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
         run_name: The run's name, for the artifact key.
 
     Returns:
-        The plan the server is started with.
+        The plan the server is started with (the target does not plan again).
     """
-    from tuneship.serving.gpu_select import plan_serving
+    from tuneship.serving.placement import plan_local_server
 
-    plan = plan_serving(model_dir, serve)
+    plan = plan_local_server(model_dir, serve)
     rows: list[dict[str, Any]] = [
         {"setting": "backend", "value": plan.backend},
         {"setting": "GPUs", "value": ",".join(map(str, plan.gpu_indices)) or "-"},
@@ -56,13 +54,7 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Ser
     return plan
 
 
-@task(
-    name="smoke-test-endpoint",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("smoke-test-endpoint", ENDPOINT_RETRY)
 def smoke_test_endpoint(
     url: str,
     api_key_file: str,
@@ -142,7 +134,7 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
     return True
 
 
-@task(name="load-check-with-vllm", cache_policy=NO_CACHE)
+@pipeline_task("load-check-with-vllm")
 def check_loads_in_vllm(config: PipelineConfig, package_dir: str) -> SmokeResult:
     """Start vLLM on the packaged folder and send one request, before anything is published.
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
 from tuneship.config import PublishConfig
-from tuneship.tasks._common import artifact_key, get_logger, retry_on_transient
+from tuneship.tasks._common import TRAINING_RETRY, artifact_key, get_logger, pipeline_task
 from tuneship.training import (
     MergeJobSpec,
     MergeResult,
@@ -27,56 +26,89 @@ from tuneship.training import (
     run_merge,
     run_training,
 )
+from tuneship.training.job import write_spec
 
 
-def write_spec(spec: TrainJobSpec | MergeJobSpec, path: Path) -> Path:
-    """Serialise a job spec to JSON; the same file can run inside a rented pod."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
-    return path
+class _ProgressArtifact:
+    """A Prefect progress artifact written from a background thread.
 
+    An API write takes the calling thread tens to hundreds of milliseconds on a busy
+    machine; made from the training loop, every one of them stalls training. The trainer
+    only records the latest share here (no I/O); a daemon thread writes it at most every
+    ``interval_s`` seconds when it moved by at least one percent.
+    """
 
-class _ProgressReporter:
-    """Turns trainer callbacks into a throttled Prefect progress artifact."""
-
-    LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")
-
-    def __init__(self, run_name: str) -> None:
+    def __init__(self, run_name: str, interval_s: float = 5.0) -> None:
         self.artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             progress=0.0,
             key=artifact_key(run_name, "training-progress"),
             description="Training progress (steps done / total)",
         )
-        self._last_logged: tuple[Any, ...] | None = None
+        self._interval_s = interval_s
+        self._pct = 0.0
+        self._written = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tuneship-progress", daemon=True)
+        self._thread.start()
+
+    def set(self, pct: float) -> None:
+        """Record the latest share done (0-100); written later by the background thread."""
+        self._pct = min(max(pct, 0.0), 100.0)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval_s):
+            if self._pct - self._written >= 1.0:
+                self._write(self._pct)
+
+    def _write(self, pct: float) -> None:
+        try:
+            update_progress_artifact(self.artifact_id, pct)
+            self._written = pct
+        except Exception:  # a lost progress update must not fail (or stall) the training run
+            get_logger().warning("could not update the training progress artifact", exc_info=True)
+
+    def close(self, pct: float | None = None) -> None:
+        """Stop the thread and write the final share (default: the latest recorded)."""
+        self._done.set()
+        self._thread.join(timeout=30)
+        self._write(self._pct if pct is None else pct)
+
+
+class _ProgressReporter:
+    """Turns trainer callbacks into a progress artifact and throttled progress log lines."""
+
+    LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")
+
+    def __init__(self, artifact: _ProgressArtifact | None = None) -> None:
+        self.artifact = artifact
+        self._last_logged_step: int | None = None
+        self._logged: dict[str, float] = {}
         self._last_log_time = 0.0
-        self._last_eval: float | None = None
-        self._last_pct = -1.0
-        self._last_time = 0.0
         self.logger = get_logger()
 
     def __call__(self, progress: TrainProgress) -> None:
         pct = 100.0 * progress.step / progress.max_steps if progress.max_steps else 0.0
         now = time.monotonic()
-        # Every API write costs the training loop time (and the local API server competes
-        # for the same cores): at most one progress update per percent and per 5 s.
-        if pct >= 100.0 or (pct - self._last_pct >= 1.0 and now - self._last_time >= 5.0):
-            update_progress_artifact(self.artifact_id, min(pct, 100.0))
-            self._last_pct, self._last_time = pct, now
+        if self.artifact is not None:
+            self.artifact.set(pct)
         shown = {
             k: round(float(v), 4)
             for k, v in progress.logs.items()
             if k in self.LOGGED_KEYS and isinstance(v, int | float)
         }
+        # A report carries only its own step's values; of those, a line shows the ones not
+        # yet logged (an eval loss logged at the step of an already logged training loss).
+        if progress.step == self._last_logged_step:
+            shown = {k: v for k, v in shown.items() if self._logged.get(k) != v}
         if not shown:
             return
-        new_eval = shown.get("eval_loss") != self._last_eval
-        # Log lines likewise: every new eval loss, otherwise at most one per 5 s.
-        if new_eval or now - self._last_log_time >= 5.0 or progress.step >= progress.max_steps:
-            key = (progress.step, tuple(sorted(shown.items())))
-            if key != self._last_logged:
-                self._last_logged, self._last_log_time = key, now
-                self._last_eval = shown.get("eval_loss")
-                self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+        # Log lines likewise: every eval loss, otherwise at most one per 5 s.
+        if "eval_loss" in shown or now - self._last_log_time >= 5.0 or pct >= 100.0:
+            if progress.step != self._last_logged_step:
+                self._last_logged_step, self._logged = progress.step, {}
+            self._logged.update(shown)
+            self._last_log_time = now
+            self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
 
 
 def prepare_hub_checkpoints(
@@ -119,13 +151,7 @@ def _series_table(result: TrainResult) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-@task(
-    name="train-with-eval",
-    retries=1,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_on_transient,
-    cache_policy=NO_CACHE,
-)
+@pipeline_task("train-with-eval", TRAINING_RETRY)
 def train_model(
     spec: TrainJobSpec, run_name: str, publish: PublishConfig | None = None
 ) -> TrainResult:
@@ -148,9 +174,14 @@ def train_model(
     spec_file = write_spec(spec, Path(spec.output_dir) / "train-spec.json")
     loaded = TrainJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8"))
     callbacks = prepare_hub_checkpoints(loaded, publish, run_name)
-    reporter = _ProgressReporter(run_name)
-    result = run_training(loaded, on_progress=reporter, callbacks=callbacks)
-    update_progress_artifact(reporter.artifact_id, 100.0)
+    artifact = _ProgressArtifact(run_name)
+    finished = False
+    try:
+        result = run_training(loaded, on_progress=_ProgressReporter(artifact), callbacks=callbacks)
+        finished = True
+    finally:
+        # A failed run's artifact stays at the share it reached.
+        artifact.close(100.0 if finished else None)
     table = _series_table(result)
     if table:
         create_table_artifact(
@@ -176,7 +207,7 @@ def train_model(
     return result
 
 
-@task(name="merge-adapter", retries=0, cache_policy=NO_CACHE)
+@pipeline_task("merge-adapter")
 def merge_adapter(spec: MergeJobSpec) -> MergeResult:
     """Merge the adapter into the base and verify the merge on eval rows.
 

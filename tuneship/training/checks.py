@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tuneship.data.formats import FORMAT_SHAPES, match_format
 from tuneship.errors import TrainingError
-from tuneship.training.rows import FORMAT_KEYS, detect_format, is_conversational, read_rows
+from tuneship.training.rows import is_conversational, read_rows
 from tuneship.training.specs import TrainJobSpec
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -144,12 +145,12 @@ def _check_data(spec: TrainJobSpec) -> None:
         rows = read_rows(path, field, limit=1)
         if not rows:
             raise TrainingError(f"{field}: {path} has no rows")
-        found = detect_format(rows[0])
+        found = match_format(rows[0])
         if found != spec.trainer_format:
-            wanted = ", ".join(FORMAT_KEYS[spec.trainer_format])
             raise TrainingError(
                 f"{field}: first row of {path} has keys {sorted(rows[0])}, but "
-                f"trainer_format={spec.trainer_format!r} needs {wanted}"
+                f"trainer_format={spec.trainer_format!r} needs "
+                f"{FORMAT_SHAPES[spec.trainer_format]}"
             )
         conversational = conversational or is_conversational(rows[0])
     if conversational and not has_chat_template(spec.model_path):
@@ -173,6 +174,22 @@ def _check_schedule(spec: TrainJobSpec) -> None:
         )
 
 
+def _check_report_to(spec: TrainJobSpec) -> None:
+    wanted = [name for name in spec.training.report_to if name not in ("none", "all")]
+    if not wanted:
+        return
+    # transformers knows which integrations it has and how each one is detected.
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = set(get_available_reporting_integrations())
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise TrainingError(
+            f"training.report_to: {', '.join(missing)} not installed (pip install "
+            f"{' '.join(missing)}); installed: {', '.join(sorted(available)) or 'none'}"
+        )
+
+
 def check_training_spec(spec: TrainJobSpec) -> None:
     """Check everything about a training job that can be checked before loading the model.
 
@@ -191,4 +208,5 @@ def check_training_spec(spec: TrainJobSpec) -> None:
             f"{', '.join(TOKENIZER_FILES)})"
         )
     _check_schedule(spec)
+    _check_report_to(spec)
     _check_data(spec)

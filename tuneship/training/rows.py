@@ -14,12 +14,6 @@ from typing import Any
 
 from tuneship.errors import TrainingError
 
-FORMAT_KEYS: dict[str, tuple[str, ...]] = {
-    "messages": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "preference": ("prompt", "chosen", "rejected"),
-}
-
 
 def iter_rows(path: str | Path, field: str = "train_path") -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, row)`` for each non-blank line of a JSONL file.
@@ -55,14 +49,6 @@ def read_rows(path: str | Path, field: str = "train_path", limit: int | None = N
         if limit is not None and len(rows) >= limit:
             break
     return rows
-
-
-def detect_format(row: dict[str, Any]) -> str | None:
-    """Return the trainer format a row has (``preference`` wins over ``prompt_completion``)."""
-    for name in ("preference", "prompt_completion", "messages"):
-        if all(key in row for key in FORMAT_KEYS[name]):
-            return name
-    return None
 
 
 def is_conversational(row: dict[str, Any]) -> bool:

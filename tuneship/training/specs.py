@@ -7,11 +7,15 @@ Results are small (paths and numbers) so they fit in a Prefect task result.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneship.config import TrainingConfig
+from tuneship.config import PipelineConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from tuneship.compute.base import ComputeHandle
+    from tuneship.data import PreparedData
 
 TrainerFormat = Literal["messages", "prompt_completion", "preference"]
 ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -60,6 +64,10 @@ class TrainResult(_Spec):
     train_loss: float | None = None
     base_eval_loss: float | None = Field(None, description="Eval loss before training.")
     eval_loss: float | None = Field(None, description="Eval loss of the final (best) model.")
+    eval_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Every eval metric of the final model (e.g. DPO's eval_rewards/accuracies).",
+    )
     best_checkpoint: str | None = None
     resumed_from: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -98,3 +106,63 @@ class MergeResult(_Spec):
     checked_rows: int
     dtype: str
     merged: bool = Field(description="True when an adapter was merged, False for a full model.")
+
+
+MERGE_CHECK_MAX_LENGTH = 128
+"""Tokens per row the merge self-check compares (enough to catch a bad merge, and fast)."""
+
+
+def build_train_spec(
+    config: PipelineConfig, base_model_dir: str, prepared: PreparedData, handle: ComputeHandle
+) -> TrainJobSpec:
+    """Return the training job of a pipeline run.
+
+    Args:
+        config: The run's configuration.
+        base_model_dir: Local folder of the base model.
+        prepared: The prepared train/eval split.
+        handle: The compute the job runs on.
+
+    Returns:
+        The job spec; its checkpoints go to ``<run dir>/train``.
+    """
+    return TrainJobSpec(
+        model_path=base_model_dir,
+        train_path=prepared.train_path,
+        eval_path=prepared.eval_path,
+        trainer_format=prepared.trainer_format,
+        output_dir=str(config.run_dir() / "train"),
+        training=config.training,
+        max_length=config.data.max_length,
+        model_dtype=config.model.dtype,
+        device=handle.device,
+        cuda_devices=handle.gpu_indices,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+
+
+def build_merge_spec(
+    config: PipelineConfig, base_model_dir: str, trained: TrainResult, prepared: PreparedData
+) -> MergeJobSpec:
+    """Return the merge job (merge the adapter, or export a full model) of a pipeline run.
+
+    Args:
+        config: The run's configuration.
+        base_model_dir: Local folder of the base model.
+        trained: What the training job produced.
+        prepared: The prepared split, whose rows verify the merge.
+
+    Returns:
+        The job spec; the merged model goes to ``<run dir>/merged``.
+    """
+    return MergeJobSpec(
+        base_model_path=base_model_dir,
+        adapter_path=trained.output_path,
+        is_adapter=trained.is_adapter,
+        output_dir=str(config.run_dir() / "merged"),
+        eval_path=prepared.eval_path,
+        train_path=prepared.train_path,
+        dtype=config.model.dtype,
+        trust_remote_code=config.model.trust_remote_code,
+        max_length=min(config.data.max_length, MERGE_CHECK_MAX_LENGTH),
+    )

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from tuneship.errors import TrainingError
 from tuneship.training.checks import check_training_spec, resolve_train_dtype
+from tuneship.training.loss_mask import mask_chat_dataset, plan_sft_loss
 from tuneship.training.rows import read_rows
 from tuneship.training.series import downsample_series
 from tuneship.training.specs import TrainJobSpec, TrainProgress, TrainResult
+from tuneship.training.trainer_args import build_trainer_args, peft_lora_config, trl_classes
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -101,80 +103,59 @@ def _load_model(spec: TrainJobSpec) -> PreTrainedModel:
     return model
 
 
-def _lora_config(spec: TrainJobSpec) -> Any:
-    from peft import LoraConfig
-
-    lora = spec.training.lora
-    target = (
-        lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
-    )
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=target,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def _precision(spec: TrainJobSpec) -> dict[str, bool]:
-    if spec.device == "cpu":
-        return {"bf16": False, "fp16": False, "use_cpu": True}
-    import torch
-
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
+def _lora_extras(model: Any, lora: Any) -> dict[str, Any]:
+    """Return the PEFT ``LoraConfig`` keywords that depend on the loaded model."""
+    to_save = check_modules_to_save(model, lora.modules_to_save)
+    embedding = _input_embedding_name(model)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    saves_embedding = embedding is not None and any(_matches(embedding, name) for name in to_save)
+    extras: dict[str, Any] = {}
+    if to_save:
+        extras["modules_to_save"] = to_save
+    if tied and saves_embedding:
+        # With tied input and output embeddings, a trained copy of embed_tokens alone would
+        # untie them: training would see the new embeddings and the old output layer, and the
+        # merged model (saved tied) something else again. PEFT keeps the copies tied.
+        extras["ensure_weight_tying"] = True
+    return extras
 
 
-def build_args_kwargs(spec: TrainJobSpec) -> dict[str, Any]:
-    """Return the TrainingArguments keywords shared by the SFT, DPO and ORPO configs.
+def _matches(module_path: str, name: str) -> bool:
+    # PEFT matches modules_to_save entries against the end of a module's dotted path.
+    return module_path == name or module_path.endswith("." + name)
+
+
+def _input_embedding_name(model: Any) -> str | None:
+    embedding = model.get_input_embeddings()
+    return next((n for n, m in model.named_modules() if m is embedding), None)
+
+
+def check_modules_to_save(model: Any, names: list[str]) -> list[str]:
+    """Return ``names`` after checking that each one names a module of ``model``.
 
     Args:
-        spec: The training job.
+        model: The loaded base model.
+        names: ``training.lora.modules_to_save``.
 
     Returns:
-        Keyword arguments for a TRL config class.
+        The names, unchanged.
+
+    Raises:
+        TrainingError: A name matches no module; the message lists the model's modules
+            that are not inside a transformer layer (embeddings, final norm, output layer).
     """
-    t = spec.training
-    kwargs: dict[str, Any] = {
-        "output_dir": spec.output_dir,
-        "per_device_train_batch_size": t.per_device_train_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "learning_rate": t.learning_rate,
-        "lr_scheduler_type": t.lr_scheduler_type,
-        # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
-        "warmup_steps": t.warmup_ratio,
-        "max_steps": t.max_steps,
-        "num_train_epochs": t.num_train_epochs,
-        "logging_steps": t.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": t.save_strategy,
-        "save_steps": t.save_steps,
-        "save_total_limit": t.save_total_limit,
-        # transformers 5 renamed gradient_checkpointing; TRL's default for the old name is True.
-        "activation_checkpointing": t.gradient_checkpointing,
-        "seed": t.seed,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        **_precision(spec),
-    }
-    if t.gradient_checkpointing:
-        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    if t.evaluates:
-        kwargs.update(
-            eval_strategy=t.eval_strategy,
-            eval_steps=t.eval_steps,
-            per_device_eval_batch_size=t.per_device_eval_batch_size,
-            eval_accumulation_steps=t.eval_accumulation_steps,
-            load_best_model_at_end=t.load_best_model_at_end,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
+    paths = [n for n, _ in model.named_modules() if n]
+    missing = [name for name in names if not any(_matches(p, name) for p in paths)]
+    if missing:
+        # Modules outside the repeated layers are what one saves in practice.
+        candidates = sorted(
+            {p.rsplit(".", 1)[-1] for p in paths if not re.search(r"\.\d+(\.|$)", p)}
         )
-    else:
-        kwargs.update(eval_strategy="no", load_best_model_at_end=False)
-    return kwargs
+        raise TrainingError(
+            f"training.lora.modules_to_save: {missing} match no module of the base model; "
+            f"modules outside its layers: {candidates}"
+        )
+    return list(names)
 
 
 def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = None) -> Trainer:
@@ -200,31 +181,36 @@ def build_trainer(spec: TrainJobSpec, callbacks: list[TrainerCallback] | None = 
         _load_dataset(spec.eval_path, "eval_path") if t.evaluates and spec.eval_path else None
     )
     model = _load_model(spec)
-    peft_config = _lora_config(spec) if t.adapter in ("lora", "qlora") else None
-    args_kwargs = build_args_kwargs(spec)
-    common: dict[str, Any] = {
-        "model": model,
-        "train_dataset": train_dataset,
-        "eval_dataset": eval_dataset,
-        "processing_class": tokenizer,
-        "peft_config": peft_config,
-        "callbacks": callbacks,
-    }
+    peft_config = (
+        peft_lora_config(t.lora, **_lora_extras(model, t.lora))
+        if t.adapter in ("lora", "qlora")
+        else None
+    )
+    trl_kwargs = build_trainer_args(spec)
     if t.method == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        sft_args = SFTConfig(**args_kwargs, max_length=spec.max_length, packing=False)
-        return SFTTrainer(args=sft_args, **common)
-    if t.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        dpo_args = DPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-        return DPOTrainer(args=dpo_args, **common)
-    # ORPO moved to trl.experimental in TRL 1.x; its beta is ORPO's lambda.
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    orpo_args = ORPOConfig(**args_kwargs, max_length=spec.max_length, beta=t.beta)
-    return ORPOTrainer(args=orpo_args, **common)
+        loss = plan_sft_loss(spec.trainer_format, tokenizer, train_on_inputs=t.train_on_inputs)
+        logger.info("SFT loss on %s", loss.description)
+        if loss.mask_in_tuneship:
+            train_dataset = mask_chat_dataset(train_dataset, tokenizer)
+            if eval_dataset is not None:
+                # The same mask for the eval set: base and fine-tuned eval losses compare.
+                eval_dataset = mask_chat_dataset(eval_dataset, tokenizer)
+        trl_kwargs.update(
+            assistant_only_loss=loss.assistant_only_loss,
+            completion_only_loss=loss.completion_only_loss,
+        )
+    config_class, trainer_class = trl_classes(t.method)
+    # The TRL trainers take peft_config, which transformers' Trainer type does not declare.
+    trainer: Any = trainer_class(
+        model=model,
+        args=config_class(**trl_kwargs),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return trainer
 
 
 def _resolve_resume(spec: TrainJobSpec, notes: list[str]) -> str | None:
@@ -249,6 +235,24 @@ def _history(trainer: Trainer, key: str) -> list[tuple[int, float]]:
         if key in entry and "step" in entry
     ]
     return downsample_series(points)
+
+
+_EVAL_TIMING = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def _last_eval_metrics(trainer: Trainer) -> dict[str, float]:
+    # DPO/ORPO add their reward metrics to the logged entry, not to evaluate()'s return value.
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            return {
+                key: float(value)
+                for key, value in entry.items()
+                if key.startswith("eval_")
+                and not key.endswith(_EVAL_TIMING)
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            }
+    return {}
 
 
 def run_training(
@@ -295,8 +299,10 @@ def run_training(
         loss_history = _history(trainer, "loss")
         eval_loss_history = _history(trainer, "eval_loss")
         eval_loss = None
+        eval_metrics: dict[str, float] = {}
         if spec.training.evaluates:
             eval_loss = float(trainer.evaluate()["eval_loss"])
+            eval_metrics = _last_eval_metrics(trainer)
         final_dir = Path(spec.output_dir) / FINAL_DIRNAME
         if final_dir.exists():
             # A previous run in the same folder (say, LoRA before a full fine-tune) must not
@@ -314,6 +320,7 @@ def run_training(
             train_loss=float(output.training_loss) if output.training_loss is not None else None,
             base_eval_loss=base_eval_loss,
             eval_loss=eval_loss,
+            eval_metrics=eval_metrics,
             best_checkpoint=trainer.state.best_model_checkpoint,
             resumed_from=resume,
             notes=notes,

@@ -7,12 +7,11 @@ Cleanup works from any process: every resource of a run is named ``tuneship-<run
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tuneship.config import ServeConfig
 from tuneship.errors import ServingError, TuneshipError
@@ -20,6 +19,7 @@ from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.errors import RunPodApiError
 from tuneship.runpod.specs import RunPodPlan
 from tuneship.serving.base import DeploymentInfo
+from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +73,6 @@ class RunPodDeploymentInfo(DeploymentInfo):
             )
         )
         return details
-
-
-def runpod_client_for(credentials_block: str | None) -> RunPodClient:
-    """A client from the named ``RunPodCredentials`` block, else from ``RUNPOD_API_KEY``.
-
-    Raises:
-        ConfigError: The block does not exist, or no key is set.
-    """
-    if credentials_block:
-        from tuneship.blocks.credentials import RunPodCredentials, _load_block
-
-        block = _load_block(RunPodCredentials, credentials_block, "serve.runpod.credentials_block")
-        assert isinstance(block, RunPodCredentials)
-        return block.get_client()
-    return RunPodClient.from_environment()
 
 
 def delete_endpoint_and_template(
@@ -169,52 +154,17 @@ def _same_name(shown: Any, name: str) -> bool:
     return text == name or text.removesuffix(" -fb").removesuffix("-fb") == name
 
 
-def stop_runpod_deployment(name: str, registry_url: str | None = None) -> Any:
-    """Stop a recorded RunPod deployment and mark it stopped; None if it is not RunPod's.
-
-    Args:
-        name: Deployment name.
-        registry_url: Registry URL (None: the default registry).
-
-    Returns:
-        The updated ``DeploymentEntry``, or None when the deployment is not on RunPod.
-
-    Raises:
-        RegistryError: No deployment has that name.
-        ServingError: RunPod refused a deletion.
-    """
-    from tuneship.errors import RegistryError
-    from tuneship.registry import Registry
-
-    with contextlib.closing(Registry(registry_url)) as registry:
-        entry = registry.get_deployment(name)
-        if entry is None:
-            known = ", ".join(d.name for d in registry.list_deployments()) or "none"
-            raise RegistryError(f"no deployment named {name!r} (known: {known})")
-        if entry.target not in RUNPOD_TARGETS:
-            return None
-        details = entry.details or {}
-        client = runpod_client_for(details.get("credentials_block"))
-        resource = str(details.get("resource_name") or name)
-        try:
-            if entry.target == POD_TARGET:
-                terminate_pods(client, resource, pod_id=details.get("pod_id"))
-            else:
-                delete_endpoint_and_template(
-                    client, resource, endpoint_id=details.get("endpoint_id")
-                )
-        except TuneshipError as exc:
-            raise ServingError(f"deployment {name!r}: {exc}") from None
-        return registry.set_deployment_status(name, "stopped")
-
-
-def hf_token_if_needed(
-    model: str, revision: str | None, hf_credentials_block: str | None
-) -> str | None:
+def hf_token_if_needed(model: str, revision: str | None, hub_token: SecretStr | None) -> str | None:
     """The Hugging Face token, only when the repo is private or gated (else None).
 
     The serverless worker logs its whole command line (``--hf-token`` included), so the
     token is not sent for public models.
+
+    Args:
+        model: Hub repo id.
+        revision: Hub revision.
+        hub_token: The run's token, resolved by the caller (the Prefect layer loads
+            ``serve.runpod.hf_credentials_block``); None falls back to ``HF_TOKEN``.
 
     Raises:
         ConfigError: The repo needs a token and none is configured.
@@ -225,14 +175,8 @@ def hf_token_if_needed(
     from tuneship.runpod.specs import model_needs_token
     from tuneship.secrets import register_secret
 
-    token: str | None
-    if hf_credentials_block:
-        from tuneship.blocks.credentials import resolve_hf_token
-
-        secret = resolve_hf_token(hf_credentials_block, field="serve.runpod.hf_credentials_block")
-        token = secret.get_secret_value() if secret else None
-    else:
-        token = os.environ.get("HF_TOKEN", "").strip() or None
+    token = hub_token.get_secret_value() if hub_token else None
+    token = token or os.environ.get("HF_TOKEN", "").strip() or None
     register_secret(token)
     if not model_needs_token(model, revision, token):
         return None
@@ -249,6 +193,18 @@ def hf_token_if_needed(
     return token
 
 
+def runpod_vllm_options(plan: RunPodPlan, options: ServeConfig) -> VllmOptions:
+    """The flag set a RunPod worker or pod serves ``plan`` with (one builder for all)."""
+    return build_vllm_options(
+        plan.model,
+        plan.served_model_name,
+        plan,
+        options,
+        revision=plan.revision,
+        max_num_seqs=options.runpod.max_num_seqs,
+    )
+
+
 def cleanup_quietly(what: str, cleanup: Any) -> None:
     """Run a cleanup after a failure; log its own failure instead of hiding the first one."""
     try:
@@ -263,11 +219,15 @@ class RunPodTargetBase:
     """What the RunPod serving targets share: the client, a precomputed plan, the revision.
 
     Args:
-        client: RunPod client (default: from ``serve.runpod.credentials_block`` or
-            ``RUNPOD_API_KEY``, made on first use).
+        client: RunPod client, made from the resolved credentials by the caller (the
+            Prefect layer loads ``serve.runpod.credentials_block``); default: from
+            ``RUNPOD_API_KEY``, made on first use.
         plan: A plan from the target's ``plan`` (computed in ``deploy`` when None).
         revision: Hub revision to serve, e.g. the pushed commit.
-        hf_token: Token for a private or gated repo; None looks it up (only if needed).
+        hf_token: Token to send for a private or gated repo; None decides from
+            ``hub_token`` whether one is needed.
+        hub_token: The run's Hugging Face token (resolved by the caller); None:
+            ``HF_TOKEN``.
         poll_interval_s: Longest pause between readiness checks.
     """
 
@@ -278,15 +238,26 @@ class RunPodTargetBase:
         plan: RunPodPlan | None = None,
         revision: str | None = None,
         hf_token: str | None = None,
+        hub_token: SecretStr | None = None,
         poll_interval_s: float = 5.0,
     ) -> None:
         self.client = client
+        self.hub_token = hub_token
         self._plan = plan
         self.revision = revision
         self.hf_token = hf_token
         self.poll_interval_s = poll_interval_s
 
+    record_type: type[DeploymentInfo] = RunPodDeploymentInfo
+
+    def describe(self, deployment: DeploymentInfo) -> str:
+        """``tuneship-run on 2 x NVIDIA A100 ..., up to $3.10/h``."""
+        assert isinstance(deployment, RunPodDeploymentInfo)
+        price = f", up to ${deployment.usd_per_hour}/h" if deployment.usd_per_hour else ""
+        gpus = ", ".join(deployment.gpu_ids) or "-"
+        return f"{deployment.resource_name} on {deployment.gpu_count} x {gpus}{price}"
+
     def _client(self, options: ServeConfig) -> RunPodClient:
         if self.client is None:
-            self.client = runpod_client_for(options.runpod.credentials_block)
+            self.client = RunPodClient.from_environment()
         return self.client
