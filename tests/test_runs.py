@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from tuneship.config import load_config
+from tuneship.config import PipelineConfig, load_config
 from tuneship.demo import demo_config_path
 from tuneship.errors import EvalGateError, PublishError
 from tuneship.publishing.local_store import content_revision
@@ -20,6 +23,15 @@ from tuneship.runs import (
     new_run_dir,
     publish_lock,
 )
+
+_RUN_FLOW = """
+import sys
+from pathlib import Path
+from tuneship.config import PipelineConfig
+from tuneship.flows.finetune import finetune_and_deploy
+summary = finetune_and_deploy(PipelineConfig.model_validate_json(sys.argv[1]))
+Path(sys.argv[2]).write_text(summary.model_dump_json())
+"""
 
 
 def _checkpoint(run: Path, step: int) -> Path:
@@ -111,9 +123,9 @@ def test_publish_gate_refuses_a_worse_model_unless_forced(tmp_path: Path) -> Non
 def test_two_concurrent_same_name_runs_publish_their_own_weights(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.flows.finetune import RunSummary
 
-    def config(lr: str):  # type: ignore[no-untyped-def]
+    def config(lr: str) -> PipelineConfig:
         return load_config(
             demo_config_path(),
             [
@@ -132,29 +144,33 @@ def test_two_concurrent_same_name_runs_publish_their_own_weights(
             ],
         )
 
-    results: dict[str, object] = {}
+    # Separate processes, as two `tuneship run` invocations are: transformers' model loading
+    # is not thread-safe, so threads of one process would test a race that users never hit.
+    from prefect.settings import PREFECT_API_URL
 
-    def run(lr: str) -> None:
-        try:
-            results[lr] = finetune_and_deploy(config(lr))
-        except Exception as exc:  # reported below with the other run's result
-            results[lr] = exc
-
-    threads = [threading.Thread(target=run, args=(lr,)) for lr in ("0.01", "0.05")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(600)
-    summaries = list(results.values())
-    assert all(not isinstance(s, Exception) for s in summaries), summaries
-    packages = {Path(s.package_dir) for s in summaries}  # type: ignore[attr-defined]
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    runs = []
+    for lr in ("0.01", "0.05"):
+        out = tmp_path / f"summary-{lr}.json"
+        log = (tmp_path / f"run-{lr}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _RUN_FLOW, config(lr).model_dump_json(), str(out)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        runs.append((proc, out, log))
+    for proc, _, log in runs:
+        proc.wait(600)
+        log.close()
+    for proc, _, log in runs:
+        assert proc.returncode == 0, Path(log.name).read_text(errors="replace")[-3000:]
+    summaries = [RunSummary.model_validate_json(out.read_text()) for _, out, _ in runs]
+    packages = {Path(s.package_dir) for s in summaries}
     assert len(packages) == 2, "the runs shared a folder"
     for summary in summaries:
         # What each run published and registered is what it packaged itself.
-        assert summary.published.revision == content_revision(summary.package_dir)  # type: ignore[attr-defined]
-        entry = Registry(summary.registry_url).get_model(  # type: ignore[attr-defined]
-            summary.model_name,  # type: ignore[attr-defined]
-            summary.model_version,  # type: ignore[attr-defined]
-        )
-        assert entry is not None and entry.flow_run_id == summary.flow_run_id  # type: ignore[attr-defined]
-    assert len({s.published.revision for s in summaries}) == 2  # type: ignore[attr-defined]
+        assert summary.published.revision == content_revision(summary.package_dir)
+        entry = Registry(summary.registry_url).get_model(summary.model_name, summary.model_version)
+        assert entry is not None and entry.flow_run_id == summary.flow_run_id
+    assert len({s.published.revision for s in summaries}) == 2
