@@ -86,9 +86,11 @@ STAGES = {
     ids=["training-TERM", "training-HUP", "training-INT", "serving-TERM"],
 )
 def test_a_signal_ends_every_process_the_run_started(
-    tmp_path: Path, stage: str, signum: int
+    tmp_path: Path, tiny_model_dir: Path, stage: str, signum: int
 ) -> None:
     sets = {
+        # The demo's pre-trained base would be pre-trained first; the tiny model is ready.
+        "model.base": tiny_model_dir,
         "workdir": tmp_path / "run",
         "publish.store_path": tmp_path / "store",
         "registry.url": f"sqlite:///{tmp_path / 'registry.db'}",
