@@ -104,6 +104,9 @@ def test_run_rejects_dpo_on_chat_data_before_training(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "chosen" in proc.stderr and "rejected" in proc.stderr
+    # One error line; Prefect's tracebacks of a user error stay out of the console.
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert not (tmp_path / "run" / "train").exists()
 
 

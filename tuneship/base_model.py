@@ -81,6 +81,8 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import RepositoryNotFoundError
 
+        from tuneship.hub.client import unreachable_hub
+
         try:
             return Path(
                 snapshot_download(
@@ -103,6 +105,11 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
                 f"model.base={model.base!r}: no such local folder, and no Hub model of that "
                 "name this token can see (check the spelling, or set a token for a private one)"
             ) from None
+        except Exception as exc:  # huggingface_hub and httpx raise many types
+            unreachable = unreachable_hub(exc)
+            if unreachable is not None:
+                raise unreachable from None
+            raise
     raise ConfigError(
         f"model.base={model.base!r} is not an existing folder or a Hub id (namespace/name)"
     )

@@ -235,6 +235,14 @@ class TrainingConfig(_Section):
         """Accept a single name (``report_to: tensorboard``) as a one-item list."""
         return [value] if isinstance(value, str) else value
 
+    @field_validator("max_steps")
+    @classmethod
+    def _positive_or_epochs(cls, value: int) -> int:
+        """0 (or below -1) would load the model and then train nothing."""
+        if value == 0 or value < -1:
+            raise ValueError("must be a positive number of steps, or -1 to train num_train_epochs")
+        return value
+
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
@@ -321,6 +329,23 @@ class PublishConfig(_Section):
         None, description="Local model store folder (default: $TUNESHIP_HOME/models)."
     )
     private: bool = Field(True, description="Create Hub repos as private.")
+    lock: Literal["wait", "fail"] = Field(
+        "wait",
+        description=(
+            "When another run is publishing to the same repo: 'wait' for it (up to "
+            "lock_timeout_s) or 'fail' at once."
+        ),
+    )
+    lock_timeout_s: float = Field(
+        1800, gt=0, description="Longest wait for another run's publish to the same repo."
+    )
+    force: bool = Field(
+        False,
+        description=(
+            "Publish even when the model's eval loss is worse than that of the revision it "
+            "replaces (registered for the same repo)."
+        ),
+    )
     license: str | None = Field(None, description="License for the model card (default: base's).")
     load_check: bool = Field(True, description="Load the packaged model before publishing.")
     vllm_load_check: Literal["auto", "on", "off"] = Field(
@@ -574,6 +599,13 @@ class ServeConfig(_Section):
     keep_serving: bool = Field(
         False, description="Leave the server running after a successful run."
     )
+    on_existing: Literal["replace", "refuse"] = Field(
+        "replace",
+        description=(
+            "When a server of the same deployment name is still running: stop it and "
+            "'replace' it (said in the log), or 'refuse' to deploy."
+        ),
+    )
     smoke_prompt: str = Field(
         "What is 4 plus 16? Answer in one short sentence.",
         description="The question the smoke test asks the deployed model.",
@@ -657,7 +689,11 @@ class PipelineConfig(BaseModel):
         description="Run name: lowercase letters, digits and dashes.",
     )
     workdir: str | None = Field(
-        None, description="Folder for run outputs (default: $TUNESHIP_HOME/runs/<name>)."
+        None,
+        description=(
+            "Folder of this config's runs, one sub-folder per run "
+            "(default: $TUNESHIP_HOME/runs/<name>)."
+        ),
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -713,6 +749,8 @@ def format_validation_error(error: ValidationError, source: str | None = None) -
         # A token pasted into the wrong field must not be echoed back (logs, Prefect UI).
         lines.append(mask_secrets(f"  {path}: {reason}"))
     where = f" in {source}" if source else ""
+    if len(lines) == 1:  # one problem reads best as one line
+        return f"invalid configuration{where}: {lines[0].strip()}"
     return f"invalid configuration{where}:\n" + "\n".join(lines)
 
 
@@ -795,18 +833,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """
     if path is None:
         return build_config({}, overrides)
+    from tuneship.config_file import read_config_mapping
+
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of sections")
-    return build_config(data, overrides, source=str(file))
+    data = read_config_mapping(file)
+    config = build_config(data, overrides, source=str(file))
+    # The default repo id is the demo's: a user's file that forgot it would publish over it.
+    given = "repo_id" in (data.get("publish") or {}) or any(
+        item.strip().startswith("publish.repo_id=") for item in overrides or []
+    )
+    if not given and config.publish.target in ("local", "hub"):
+        raise ConfigError(
+            f"{file}: publish.repo_id is missing; set where the model is published, "
+            "e.g. publish:\n  repo_id: your-name/your-model"
+        )
+    return config
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -224,10 +224,11 @@ def check_before_training(
             "there is no eval loss to compare"
         )
     results = [CheckResult(name="config", ok=True, detail="valid")]
-    if not (base_model_dir / "config.json").is_file():
-        raise ConfigError(f"model.base: {base_model_dir} has no config.json")
+    from tuneship.model_folder import check_model_folder
+
+    detail = check_model_folder(base_model_dir, trust_remote_code=config.model.trust_remote_code)
     _check_demo_split(config)
-    results.append(CheckResult(name="base model", ok=True, detail=str(base_model_dir)))
+    results.append(CheckResult(name="base model", ok=True, detail=detail))
     for name, check in (
         ("compute", _check_qlora),
         ("publish", _check_publish),

@@ -49,7 +49,24 @@ for _name, (_module, _attr, _help) in _SUBAPPS.items():
     app.add_typer(_sub, name=_name, help=_help)
 
 
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of errors (for bug reports).")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
 def _fail(exc: BaseException) -> typer.Exit:
+    if _debug:
+        import traceback
+
+        traceback.print_exception(exc)
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
 
@@ -124,10 +141,16 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
     except TuneshipError as exc:
         raise _fail(exc) from None
 
+    from tuneship.cli.shutdown import ephemeral_prefect_api
     from tuneship.flows.finetune import finetune_and_deploy, render_summary
 
+    if not _debug:
+        from tuneship.cli.failures import hide_user_error_tracebacks
+
+        hide_user_error_tracebacks()
     try:
-        summary = finetune_and_deploy(cfg)
+        with ephemeral_prefect_api():
+            summary = finetune_and_deploy(cfg)
     except TuneshipError as exc:
         raise _fail(exc) from None
     typer.echo("")
@@ -192,9 +215,16 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the ``tuneship`` console script."""
+    """Entry point of the ``tuneship`` console script.
+
+    SIGTERM and SIGHUP unwind like Ctrl-C, so every process the run started (Prefect's
+    temporary API, a vLLM server) is stopped and the flow run ends in a final state.
+    """
+    from tuneship.cli.shutdown import exit_code_for, signals_raise
+
     try:
-        app()
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
+        with signals_raise():
+            app()
+    except KeyboardInterrupt as exc:
+        typer.secho(f"interrupted ({exc or 'SIGINT'})", fg=typer.colors.RED, err=True)
+        sys.exit(exit_code_for(exc))

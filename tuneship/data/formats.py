@@ -178,8 +178,10 @@ def parse_rows(rows: list[Row], fmt: SourceFormat) -> ParsedRows:
 
 
 def _require(data: dict[str, Any], key: str) -> Any:
-    if key not in data or data[key] is None:
+    if key not in data:
         raise _RowError(f"missing field {key!r} (the row has {sorted(data)})")
+    if data[key] is None:
+        raise _RowError(f"field {key!r} is null")
     return data[key]
 
 

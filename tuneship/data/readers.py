@@ -65,9 +65,27 @@ def read_file(path: Path, max_rows: int | None = None) -> list[Row]:
 
 
 def _open_text(path: Path) -> IO[str]:
+    # utf-8-sig: a byte-order mark at the start (common from Windows tools) is dropped.
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """Name the line and byte offset of the first byte that is not UTF-8."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as found:
+        line = raw.count(b"\n", 0, found.start) + 1
+        bad = raw[found.start : found.start + 1]
+        return DataError(
+            f"{path}:{line}: not UTF-8 text (byte {found.start} of the file is {bad!r}); "
+            "save the file as UTF-8"
+        )
+    return DataError(f"{path}: not UTF-8 text ({exc.reason})")
 
 
 def _raise_parse_errors(path: Path, errors: list[str]) -> None:
@@ -86,7 +104,7 @@ def _lines(handle: IO[str], path: Path) -> Iterator[tuple[int, str]]:
     try:
         yield from enumerate(handle, start=1)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise _not_utf8(path, exc) from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from None
 
@@ -190,9 +208,9 @@ def read_json(path: Path, max_rows: int | None = None) -> list[Row]:
         DataError: The file is not valid JSON (``path:LINE: why``) or holds no row array.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise _not_utf8(path, exc) from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -115,6 +115,14 @@ def _open_folder(folder: Path, data: DataConfig) -> DataSource:
             False,
             lambda split, n: read_file(split_files[split], n),
         )
+    if not _readme_declares_configs(folder) and not any(
+        file.is_file() and data_suffix(file) is not None for file in folder.rglob("*")
+    ):
+        # datasets would otherwise read any stray text file in it as rows of text.
+        raise DataError(
+            f"data.path: {folder} is neither a datasets.save_to_disk folder nor a folder of "
+            f"data files ({', '.join(DATA_SUFFIXES)}); give the data file itself or such a folder"
+        )
     return open_hub_dataset(str(folder), data.subset)
 
 

@@ -9,11 +9,17 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from tuneship.config import PipelineConfig, build_config, load_config
+from tuneship.config import PipelineConfig, build_config, default_home, load_config
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
+from tuneship.runs import (
+    check_not_worse_than_published,
+    config_for_run_folder,
+    new_run_dir,
+    publish_lock,
+)
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
@@ -165,8 +171,13 @@ def finetune_and_deploy(
     install_secret_filter()
     config = resolve_flow_config(config, config_file, overrides)
     logger = get_logger()
-    run_dir = config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = _current_flow_run_id()
+    # Every run gets its own folder, so same-name runs never overwrite each other's files.
+    run_dir = new_run_dir(config.run_dir(), run_id)
+    config, resume_note = config_for_run_folder(config, run_dir)
+    logger.info("run folder: %s", run_dir)
+    if resume_note:
+        logger.info("%s", resume_note)
 
     check_credentials_task(config)
     base_dir = resolve_base_model_task(config)
@@ -198,18 +209,37 @@ def finetune_and_deploy(
         logger.info(
             "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
         )
-    run_id = _current_flow_run_id()
-    published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
-
-    entry = register_model(
-        config.registry_url(), build_model_entry(card, trained, published, run_id, config.data.path)
-    )
+    # The lock and the gate sit around publish+register, so two same-name runs can neither
+    # push to one repo at once nor move it to a worse model than the one it replaces.
+    lock_dir = config.store_dir() if config.publish.target == "local" else default_home() / "locks"
+    with publish_lock(
+        lock_dir,
+        config.publish.repo_id,
+        wait=config.publish.lock == "wait",
+        timeout_s=config.publish.lock_timeout_s,
+    ):
+        logger.info(
+            "publish gate: %s",
+            check_not_worse_than_published(
+                config.registry_url(),
+                config.publish.repo_id,
+                trained.eval_loss,
+                force=config.publish.force,
+            ),
+        )
+        published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
+        entry = register_model(
+            config.registry_url(),
+            build_model_entry(card, trained, published, run_id, config.data.path),
+        )
+    # A kept server serves the published copy, which no later run overwrites.
+    serve_dir = published.location if config.publish.target == "local" else package.path
     deployment = None
     if config.serve.target in RUNPOD_TARGETS:
-        # RunPod serves the pushed Hub revision; every other target the packaged folder.
+        # RunPod serves the pushed Hub revision; every other target a local folder.
         deployment = deploy_published_to_runpod(config, published, entry.name, entry.version)
     elif config.serve.target != "none":
-        deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
+        deployment = serve_and_smoke_test(config, serve_dir, entry.name, entry.version)
 
     summary = RunSummary(
         name=config.name,
@@ -257,9 +287,13 @@ def serve_and_smoke_test(
     Returns:
         The endpoint and the smoke test's answer.
     """
+    from tuneship.serving.existing import make_way_for
     from tuneship.serving.lifecycle import managed_deployment
     from tuneship.tasks.credentials import resolve_serve_api_key
 
+    replaced = make_way_for(config.name, config.registry_url(), config.serve.on_existing)
+    if replaced:
+        get_logger().warning("%s (serve.on_existing=replace)", replaced)
     # The plan fails fast when the request cannot fit; the server starts with this plan.
     plan = plan_local_serving(model_dir, config.serve, config.name)
     target = load_target(

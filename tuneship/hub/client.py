@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,12 +16,20 @@ from typing import TypeVar
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from pydantic import SecretStr
 
-from tuneship.errors import PublishError, TransientError, http_status, is_transient
+from tuneship.errors import (
+    PublishError,
+    TransientError,
+    TuneshipError,
+    http_status,
+    is_transient,
+)
 from tuneship.secrets import mask_secrets, register_secret
 
 logger = logging.getLogger(__name__)
@@ -61,6 +70,51 @@ def make_api(token: SecretStr | None, endpoint: str | None = None) -> HfApi:
     raw = token.get_secret_value() if token is not None else None
     # library_name shows up in the Hub's user agent, as the PrefectHQ integrations do.
     return HfApi(endpoint=resolve_endpoint(endpoint), token=raw, library_name="tuneship")
+
+
+class HubUnreachableError(TuneshipError):
+    """The Hub cannot be contacted at all (offline mode, no network, DNS, refused)."""
+
+
+def unreachable_hub(exc: BaseException) -> HubUnreachableError | None:
+    """Name an error that means the Hub cannot be reached at all, or return None.
+
+    Such an error is not retried: no network fails the same way every time, and retrying
+    only delayed the message by minutes. Timeouts and 5xx answers are still retried.
+    """
+    endpoint = constants.ENDPOINT
+    if isinstance(exc, OfflineModeIsEnabled) or (
+        isinstance(exc, LocalEntryNotFoundError) and constants.HF_HUB_OFFLINE
+    ):
+        return HubUnreachableError(
+            f"cannot reach the Hub at {endpoint}: HF_HUB_OFFLINE=1 is set, so only files "
+            "already in the local cache can be used; unset HF_HUB_OFFLINE, or give local "
+            "folders for model.base and data.path"
+        )
+    connect_errors: tuple[type[BaseException], ...] = (ConnectionRefusedError, socket.gaierror)
+    try:
+        import httpx
+
+        connect_errors += (httpx.ConnectError, httpx.UnsupportedProtocol)
+    except ImportError:  # pragma: no cover
+        pass
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, connect_errors) or (
+            isinstance(chain, LocalEntryNotFoundError) and "connection" in str(chain).lower()
+        ):
+            return HubUnreachableError(
+                f"cannot reach the Hub at {endpoint} ({_first_line(chain)}); check the "
+                "network or proxy (HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use "
+                "only cached files"
+            )
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -109,6 +163,9 @@ def call_with_retries(
         try:
             return func()
         except Exception as exc:
+            unreachable = unreachable_hub(exc)
+            if unreachable is not None:
+                raise unreachable from None
             if not is_transient(exc):
                 raise
             reason = describe_error(exc, token)

@@ -195,8 +195,11 @@ def managed_deployment(
             logger.info("deployment %r serves %s at %s", name, info.served_model_name, info.url)
             yield info
             status = STATUS_RUNNING if keep else STATUS_STOPPED
-        except (KeyboardInterrupt, TerminationRequested):
-            status = STATUS_STOPPED
+        except BaseException as exc:
+            # Ctrl-C, SIGTERM (ours, or Prefect's TerminationSignal bridge that runs first)
+            # and SIGHUP are a user stopping the server, not a failure of it.
+            if not isinstance(exc, Exception):
+                status = STATUS_STOPPED
             raise
         finally:
             if status != STATUS_RUNNING:
