@@ -123,10 +123,12 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
     except TuneshipError as exc:
         raise _fail(exc) from None
 
+    from tuneship.cli.progress import show_training_progress
     from tuneship.flows.finetune import finetune_and_deploy, render_summary
 
     try:
-        summary = finetune_and_deploy(cfg)
+        with show_training_progress():
+            summary = finetune_and_deploy(cfg)
     except TuneshipError as exc:
         raise _fail(exc) from None
     typer.echo("")

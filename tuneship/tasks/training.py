@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -80,6 +81,11 @@ class _ProgressArtifact:
         self._write(self._pct if pct is None else pct)
 
 
+PROGRESS_LISTENERS: list[Callable[[TrainProgress], None]] = []
+"""Extra receivers of every training progress report in this process (the CLI's progress
+bar). A listener runs in the training loop, so it must be quick; its errors are logged."""
+
+
 class _ProgressReporter:
     """Turns trainer callbacks into a progress artifact and throttled progress log lines."""
 
@@ -93,6 +99,11 @@ class _ProgressReporter:
         self.logger = get_logger()
 
     def __call__(self, progress: TrainProgress) -> None:
+        for listener in PROGRESS_LISTENERS:
+            try:
+                listener(progress)
+            except Exception:  # a broken display must not stop training
+                self.logger.warning("progress listener failed", exc_info=True)
         if progress.max_steps <= 0:
             return  # before the trainer knows its step count (no `step 0/0` lines)
         pct = 100.0 * progress.step / progress.max_steps
