@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,34 @@ def _artifact_keys(flow_run_id: str) -> set[str]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key for a in artifacts if a.key}
+
+
+def _read_flow_run(flow_run_id: str) -> Any:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id))
+
+
+def _artifact_data(flow_run_id: str, key: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                key=ArtifactFilterKey(any_=[key]),
+            )
+        )
+    data = artifact.data
+    return json.loads(data) if isinstance(data, str) else data
 
 
 def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -> None:
@@ -97,11 +126,19 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
         "data-summary",
         "training-progress",
         "training-metrics",
+        "loss-chart",
         "training-summary",
         "published-model",
         "run-summary",
     ):
         assert f"tuneship-demo-{suffix}" in keys
+    run = _read_flow_run(str(summary.flow_run_id))
+    assert re.fullmatch(r"tuneship-demo-\d{8}-\d{6}", run.name)
+    assert {"method:sft", "adapter:lora", "publish:local", "serve:none"} <= set(run.tags)
+    metrics = _artifact_data(str(summary.flow_run_id), "tuneship-demo-training-metrics")
+    # Prefect takes the table's columns from its first row: every column is in every row.
+    assert all(set(row) == {"step", "loss", "eval_loss"} for row in metrics)
+    assert [row["eval_loss"] for row in metrics if row["eval_loss"] != ""]
 
     # Running the same job again registers no duplicate.
     again = finetune_and_deploy(cfg)

@@ -33,3 +33,35 @@ def format_table(
     if rule:
         lines.append(line(["-" * w for w in widths]))
     return lines + [line(r) for r in rows]
+
+
+def escape_markdown_cell(value: object) -> str:
+    """Make ``value`` safe as one Markdown table cell that renders as the text it is.
+
+    A cell holding only ``-`` (or starting with ``-``, ``+``, ``*``, ``#`` or ``>``) would turn
+    into a list item or a rule, and ``|`` would end the cell; such characters are escaped,
+    and newlines become spaces.
+    """
+    text = " ".join(str(value).split())
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    if text[:1] in ("-", "+", "*", "#", ">", "="):
+        text = "\\" + text
+    return text
+
+
+def format_markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Render a Markdown table whose cells are escaped with ``escape_markdown_cell``.
+
+    Args:
+        headers: Column titles (non-empty, so no blank header row is shown).
+        rows: One sequence of cell values per row.
+
+    Returns:
+        The table as Markdown text.
+    """
+    lines = [
+        "| " + " | ".join(escape_markdown_cell(h) for h in headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(escape_markdown_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

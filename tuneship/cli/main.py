@@ -141,6 +141,7 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
     except TuneshipError as exc:
         raise _fail(exc) from None
 
+    from tuneship.cli.progress import show_training_progress
     from tuneship.cli.shutdown import ephemeral_prefect_api
     from tuneship.flows.finetune import finetune_and_deploy, render_summary
 
@@ -149,7 +150,7 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
 
         hide_user_error_tracebacks()
     try:
-        with ephemeral_prefect_api():
+        with ephemeral_prefect_api(), show_training_progress():
             summary = finetune_and_deploy(cfg)
     except TuneshipError as exc:
         raise _fail(exc) from None

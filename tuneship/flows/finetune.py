@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship.config import PipelineConfig, build_config, default_home, load_config
-from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
+from tuneship.flows.run_labels import build_run_tags, name_flow_run, tag_current_flow_run
 from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
 from tuneship.runs import (
@@ -20,6 +21,7 @@ from tuneship.runs import (
     new_run_dir,
     publish_lock,
 )
+from tuneship.tables import format_markdown_table
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
@@ -81,21 +83,39 @@ class RunSummary(BaseModel):
 
 
 def resolve_flow_config(
-    config: PipelineConfig | None, config_file: str | None, overrides: list[str] | None
+    config: PipelineConfig | dict[str, Any] | None,
+    config_file: str | None,
+    overrides: list[str] | None,
 ) -> PipelineConfig:
-    """Pick the run's config from the flow's parameters.
+    """Pick the run's config from the flow's parameters: ``config`` wins when given.
+
+    A deployment's form shows ``config_file`` pre-filled from the deployment and ``config``
+    as a form; a user who fills in the form means the form, so a non-empty ``config``
+    is used and ``config_file`` is ignored. Without ``config``, ``config_file`` is read;
+    without either, the defaults (the demo) run. ``overrides`` apply on top.
+
+    Args:
+        config: The config object, or its JSON form (a deployment's parameters).
+        config_file: A YAML config file.
+        overrides: ``a.b=c`` items.
+
+    Returns:
+        The validated config.
 
     Raises:
-        ConfigError: Both ``config`` and ``config_file`` were given, or a value is invalid.
+        ConfigError: A value is invalid or the file cannot be read.
     """
-    if config is not None and config_file:
-        raise ConfigError("give either the config parameter or config_file, not both")
+    if isinstance(config, dict):
+        config = build_config(config, []) if config else None
+    if config is not None:
+        if overrides:
+            return build_config(config.model_dump(mode="json", exclude_unset=True), overrides)
+        return config
     if config_file:
         return load_config(config_file, overrides or [])
-    base = config or PipelineConfig()
     if overrides:
-        return build_config(base.model_dump(mode="json", exclude_unset=True), overrides)
-    return base
+        return build_config({}, overrides)
+    return PipelineConfig()
 
 
 def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
@@ -112,11 +132,8 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
     logger = flow_run_logger(flow_run, flow)
     params = dict(getattr(flow_run, "parameters", None) or {})
     try:
-        raw = params.get("config")
         config = resolve_flow_config(
-            PipelineConfig.model_validate(raw) if isinstance(raw, dict) else raw,
-            params.get("config_file"),
-            params.get("overrides"),
+            params.get("config"), params.get("config_file"), params.get("overrides")
         )
     except TuneshipError as exc:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
@@ -142,6 +159,7 @@ def _current_flow_run_id() -> str | None:
 # printed output (dill reads dis.dis output this way while datasets hashes functions).
 @flow(
     name="finetune-and-deploy",
+    flow_run_name=name_flow_run,
     log_prints=False,
     on_crashed=[cleanup_pipeline_run],
     on_cancellation=[cleanup_pipeline_run],
@@ -156,20 +174,41 @@ def finetune_and_deploy(
     Args:
         config: The whole run's configuration (the UI renders it as a form); the defaults
             run the demo.
-        config_file: A YAML config (e.g. ``deployments/demo.yaml``), used instead of
-            ``config``; relative paths are relative to the working directory.
+        config_file: A YAML config (e.g. ``deployments/demo.yaml``), read when ``config``
+            is not given (a filled-in ``config`` form wins); relative paths are relative to
+            the working directory.
         overrides: ``a.b=c`` items applied on top of ``config_file`` or ``config``.
 
     Returns:
         A summary of what the run produced.
 
     Raises:
-        ConfigError: Both ``config`` and ``config_file`` were given, or a value is invalid.
+        ConfigError: A config value is invalid or the config file cannot be read.
     """
     from tuneship.secrets import install_secret_filter
 
     install_secret_filter()
-    config = resolve_flow_config(config, config_file, overrides)
+    form_given = config is not None and config != {}
+    resolved = resolve_flow_config(config, config_file, overrides)
+    if form_given and config_file:
+        get_logger().info(
+            "the config parameter was given, so config_file %s was not read", config_file
+        )
+    run_tags = build_run_tags(resolved)
+    tag_current_flow_run(run_tags)
+    with tags(*run_tags):
+        return run_pipeline(resolved)
+
+
+def run_pipeline(config: PipelineConfig) -> RunSummary:
+    """The pipeline's steps for a resolved config (inside ``finetune_and_deploy``).
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        A summary of what the run produced.
+    """
     logger = get_logger()
     run_id = _current_flow_run_id()
     # Every run gets its own folder, so same-name runs never overwrite each other's files.
@@ -326,12 +365,7 @@ def serve_and_smoke_test(
             if config.serve.smoke_temperature == 0:
                 reference = answer_with_transformers(model_dir, config.serve)
                 logger.info("smoke test: served %r, transformers %r", answer, reference)
-        create_markdown_artifact(
-            markdown=f"[{info.url}]({info.url}) serving `{info.served_model_name}`",
-            key=artifact_key(config.name, "endpoint"),
-            description="OpenAI-compatible endpoint",
-        )
-        return DeploymentSummary(
+        deployment = DeploymentSummary(
             name=info.name,
             url=info.url,
             served_model_name=info.served_model_name,
@@ -342,6 +376,24 @@ def serve_and_smoke_test(
             latency_s=latency,
             reference_answer=reference,
         )
+    # Written after the context: a server that was not kept running is stopped by now.
+    create_markdown_artifact(
+        markdown=describe_endpoint(deployment, datetime.now(UTC)),
+        key=artifact_key(config.name, "endpoint"),
+        description="OpenAI-compatible endpoint and whether it still runs",
+    )
+    return deployment
+
+
+def describe_endpoint(deployment: DeploymentSummary, checked_at: datetime) -> str:
+    """Markdown for the endpoint artifact: the URL, the model, and running or stopped when."""
+    state = (
+        f"still running; stop it with `tuneship deployments stop {deployment.name}`"
+        if deployment.kept_running
+        else f"stopped at the end of the run ({checked_at:%Y-%m-%d %H:%M:%S} UTC)"
+    )
+    link = f"[{deployment.url}]({deployment.url})" if deployment.kept_running else deployment.url
+    return f"{link} serving `{deployment.served_model_name}`: {state}"
 
 
 def deploy_published_to_runpod(
@@ -405,4 +457,4 @@ def render_summary(summary: RunSummary) -> str:
             rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
         if dep.reference_answer:
             rows.append(("transformers answer", repr(dep.reference_answer)))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return format_markdown_table(("run", summary.name), rows)

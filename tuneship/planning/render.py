@@ -174,15 +174,39 @@ def render_training_plan(plan: TrainingPlan) -> str:
     return "\n".join(lines)
 
 
-def plan_table_rows(plan: ServingPlan | TrainingPlan) -> list[dict[str, Any]]:
+def plan_table_rows(
+    plan: ServingPlan | TrainingPlan, rent_list: bool = False
+) -> list[dict[str, Any]]:
     """Rows for a Prefect table artifact (``create_table_artifact(table=rows)``).
 
     Args:
         plan: A serving or training plan.
+        rent_list: For a training plan made where no GPU was given (a CPU run): list what
+            could be rented, cheapest per hour first, with no option marked chosen, and
+            leave out cost columns that no option has.
 
     Returns:
         One flat dict per option, chosen first, with reasons joined by ``"; "``.
     """
+    if isinstance(plan, TrainingPlan) and rent_list:
+        options = sorted(
+            plan.options,
+            key=lambda o: (not o.fits, o.usd_per_hour is None, o.usd_per_hour or 0.0),
+        )
+        with_cost = any(o.estimated_cost_usd is not None for o in options)
+        return [
+            {
+                "gpu": o.gpu,
+                "gpu_count": o.gpu_count,
+                "usd_per_hour": "" if o.usd_per_hour is None else o.usd_per_hour,
+                **({"estimated_cost_usd": o.estimated_cost_usd or ""} if with_cost else {}),
+                "fits": o.fits,
+                "peak_gib": o.peak_gib,
+                "usable_gib": o.usable_gib,
+                "reasons": "; ".join(o.reasons),
+            }
+            for o in options
+        ]
     if isinstance(plan, TrainingPlan):
         return [
             {

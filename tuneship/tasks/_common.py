@@ -52,7 +52,7 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def pipeline_task(
-    name: str, policy: RetryPolicy = NO_RETRY
+    name: str, policy: RetryPolicy = NO_RETRY, run_name: str | Callable[..., str] | None = None
 ) -> Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a function as a tuneship task: named, uncached, retried per ``policy``.
 
@@ -62,6 +62,9 @@ def pipeline_task(
     Args:
         name: The task's name in the Prefect UI.
         policy: The retry policy of the service the task talks to.
+        run_name: The task run's name, saying what it works on: a format string over the
+            task's parameters (``"train-{run_name}"``, ``"{config.name}"``) or a callable
+            taking ``parameters`` (Prefect's ``task_run_name``).
 
     Returns:
         A decorator turning a function into a Prefect task.
@@ -73,6 +76,7 @@ def pipeline_task(
         retry_delay_seconds=list(policy.delays_s) or 0,
         retry_condition_fn=retry_on_transient if policy.retries else None,
         cache_policy=NO_CACHE,
+        task_run_name=run_name,
     )
 
 

@@ -11,7 +11,7 @@ from tuneship.config import ComputeConfig
 from tuneship.tasks._common import GPU_RETRY, get_logger, pipeline_task
 
 
-@pipeline_task("provision-gpu", GPU_RETRY)
+@pipeline_task("provision-gpu", GPU_RETRY, run_name="provision-{compute.device}")
 def provision_compute(compute: ComputeConfig) -> ComputeHandle:
     """Choose the devices the training job runs on (CPU when there is no GPU).
 

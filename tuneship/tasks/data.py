@@ -18,7 +18,7 @@ def load_tokenizer(model_dir: str):  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-@pipeline_task("prepare-dataset-split", HUB_RETRY)
+@pipeline_task("prepare-dataset-split", HUB_RETRY, run_name="prepare-data-{config.name}")
 def prepare_dataset_split(config: PipelineConfig, base_model_dir: str) -> PreparedData:
     """Read, validate, convert and split the data; publish a summary table artifact.
 

@@ -9,7 +9,9 @@ from tuneship.config import PipelineConfig
 from tuneship.tasks._common import artifact_key, get_logger, pipeline_task
 
 
-@pipeline_task("plan-training-memory")
+@pipeline_task(
+    "plan-training-memory", run_name="plan-memory-{config.training.adapter}-{config.name}"
+)
 def plan_training_memory(
     config: PipelineConfig, base_model_dir: str, handle: ComputeHandle
 ) -> float:
@@ -51,10 +53,17 @@ def plan_training_memory(
         gpus=gpus or None,
         counts=(1,) if gpus else (1, 2, 4, 8),
     )
+    if gpus:
+        description = f"Training memory plan: peak {plan.peak_gib:.2f} GiB on the given GPU"
+    else:
+        description = (
+            f"Training runs on the CPU here; GPUs you could rent for it (peak "
+            f"{plan.peak_gib:.2f} GiB per GPU), cheapest first"
+        )
     create_table_artifact(
-        table=plan_table_rows(plan),
+        table=plan_table_rows(plan, rent_list=not gpus),
         key=artifact_key(config.name, "training-memory-plan"),
-        description=f"Training memory plan: peak {plan.peak_gib:.2f} GiB per GPU",
+        description=description,
     )
     get_logger().info("training memory: peak %.2f GiB per GPU", plan.peak_gib)
     if gpus:

@@ -20,7 +20,7 @@ from tuneship.tasks._common import (
 )
 
 
-@pipeline_task("package-model")
+@pipeline_task("package-model", run_name="package-{card.repo_id}")
 def package_merged_model(
     merged_dir: str, out_dir: str, card: CardInfo, load_check: bool = True
 ) -> PackageResult:
@@ -66,7 +66,9 @@ def build_publisher(config: PipelineConfig) -> Publisher:
     return LocalStorePublisher(config.store_dir())
 
 
-@pipeline_task("publish-model", HUB_RETRY)
+@pipeline_task(
+    "publish-model", HUB_RETRY, run_name="publish-{config.publish.target}-{config.publish.repo_id}"
+)
 def publish_model(config: PipelineConfig, folder: str, run_label: str) -> PublishResult:
     """Publish the packaged folder to the local store or the Hub.
 
@@ -94,17 +96,22 @@ def publish_model(config: PipelineConfig, folder: str, run_label: str) -> Publis
             link=result.url,
             link_text=f"{result.repo_id}@{result.revision[:12]}",
             key=artifact_key(config.name, "published-model"),
+            description=f"The published model on the Hub: {result.repo_id} at revision "
+            f"{result.revision[:12]} (what the registry and deployments point at)",
         )
     else:
         create_markdown_artifact(
             markdown=f"Published `{result.repo_id}` revision `{result.revision}` to "
             f"`{result.location}`",
             key=artifact_key(config.name, "published-model"),
+            description=f"The published model in the local store: {result.repo_id}",
         )
     return result
 
 
-@pipeline_task("register-model", REGISTRY_RETRY)
+@pipeline_task(
+    "register-model", REGISTRY_RETRY, run_name="register-{entry.name}-{entry.version:.12}"
+)
 def register_model(registry_url: str, entry: ModelEntry) -> ModelEntry:
     """Upsert the model into the registry (running twice creates no duplicate).
 

@@ -14,7 +14,7 @@ from tuneship.serving.smoke import SmokeResult
 from tuneship.tasks._common import ENDPOINT_RETRY, artifact_key, get_logger, pipeline_task
 
 
-@pipeline_task("choose-gpus-and-tp")
+@pipeline_task("choose-gpus-and-tp", run_name="plan-serving-{run_name}")
 def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> LocalPlan:
     """Choose backend, GPUs, TP, memory share and context length before starting vLLM.
 
@@ -57,7 +57,7 @@ def plan_local_serving(model_dir: str, serve: ServeConfig, run_name: str) -> Loc
     return plan
 
 
-@pipeline_task("smoke-test-endpoint", ENDPOINT_RETRY)
+@pipeline_task("smoke-test-endpoint", ENDPOINT_RETRY, run_name="smoke-test-{served_model_name}")
 def smoke_test_endpoint(
     url: str,
     api_key_file: str,
@@ -137,7 +137,7 @@ def should_check_with_vllm(config: PipelineConfig, package_dir: str) -> bool:
     return True
 
 
-@pipeline_task("load-check-with-vllm")
+@pipeline_task("load-check-with-vllm", run_name="vllm-load-check-{config.name}")
 def check_loads_in_vllm(
     config: PipelineConfig, package_dir: str, eval_path: str | None = None
 ) -> list[EngineComparison]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ from prefect.artifacts import (
 )
 
 from tuneship.config import PublishConfig
+from tuneship.tables import format_markdown_table
 from tuneship.tasks._common import TRAINING_RETRY, artifact_key, get_logger, pipeline_task
 from tuneship.training import (
     MergeJobSpec,
@@ -28,6 +30,11 @@ from tuneship.training import (
 )
 from tuneship.training.job import write_spec
 from tuneship.training.merge import describe_merge_check
+from tuneship.training.metrics_report import (
+    build_metrics_table,
+    render_loss_chart_markdown,
+    round_for_readers,
+)
 
 
 class _ProgressArtifact:
@@ -75,6 +82,11 @@ class _ProgressArtifact:
         self._write(self._pct if pct is None else pct)
 
 
+PROGRESS_LISTENERS: list[Callable[[TrainProgress], None]] = []
+"""Extra receivers of every training progress report in this process (the CLI's progress
+bar). A listener runs in the training loop, so it must be quick; its errors are logged."""
+
+
 class _ProgressReporter:
     """Turns trainer callbacks into a progress artifact and throttled progress log lines."""
 
@@ -88,7 +100,14 @@ class _ProgressReporter:
         self.logger = get_logger()
 
     def __call__(self, progress: TrainProgress) -> None:
-        pct = 100.0 * progress.step / progress.max_steps if progress.max_steps else 0.0
+        for listener in PROGRESS_LISTENERS:
+            try:
+                listener(progress)
+            except Exception:  # a broken display must not stop training
+                self.logger.warning("progress listener failed", exc_info=True)
+        if progress.max_steps <= 0:
+            return  # before the trainer knows its step count (no `step 0/0` lines)
+        pct = 100.0 * progress.step / progress.max_steps
         now = time.monotonic()
         if self.artifact is not None:
             self.artifact.set(pct)
@@ -143,16 +162,11 @@ def prepare_hub_checkpoints(
     return [PushCheckpointsCallback(api, publish.repo_id, run_name=run_name)]
 
 
-def _series_table(result: TrainResult) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
-    for step, value in result.loss_history:
-        rows.setdefault(int(step), {"step": int(step)})["loss"] = round(float(value), 5)
-    for step, value in result.eval_loss_history:
-        rows.setdefault(int(step), {"step": int(step)})["eval_loss"] = round(float(value), 5)
-    return [rows[k] for k in sorted(rows)]
-
-
-@pipeline_task("train-with-eval", TRAINING_RETRY)
+@pipeline_task(
+    "train-with-eval",
+    TRAINING_RETRY,
+    run_name="train-{spec.training.method}-{spec.training.adapter}-{run_name}",
+)
 def train_model(
     spec: TrainJobSpec, run_name: str, publish: PublishConfig | None = None
 ) -> TrainResult:
@@ -183,32 +197,57 @@ def train_model(
     finally:
         # A failed run's artifact stays at the share it reached.
         artifact.close(100.0 if finished else None)
-    table = _series_table(result)
+    publish_training_artifacts(result, run_name)
+    return result
+
+
+def publish_training_artifacts(result: TrainResult, run_name: str) -> None:
+    """Create the metrics table, the loss chart and the training summary artifacts.
+
+    Args:
+        result: The finished training run.
+        run_name: The run's name, used in artifact keys.
+    """
+    table = build_metrics_table(result)
     if table:
         create_table_artifact(
             table=table,
             key=artifact_key(run_name, "training-metrics"),
-            description="Training and eval loss (at most ~200 points)",
+            description="Training and eval loss by step (4 significant digits)",
         )
-    lines = [
-        "| metric | value |",
-        "|---|---|",
-        f"| method | {result.method} ({result.adapter}) |",
-        f"| steps | {result.global_step} |",
-        f"| train loss | {result.train_loss} |",
-        f"| base eval loss | {result.base_eval_loss} |",
-        f"| fine-tuned eval loss | {result.eval_loss} |",
-        f"| best checkpoint | {result.best_checkpoint} |",
+        create_markdown_artifact(
+            markdown=render_loss_chart_markdown(result),
+            key=artifact_key(run_name, "loss-chart"),
+            description="Train and eval loss by step; dashed: the base model's eval loss",
+        )
+
+    def shown(value: float | None) -> str:
+        return "not measured" if value is None else f"{round_for_readers(value):g}"
+
+    rows = [
+        ("method", f"{result.method} ({result.adapter})"),
+        ("steps", result.global_step),
+        ("train loss", shown(result.train_loss)),
+        ("base eval loss", shown(result.base_eval_loss)),
+        ("fine-tuned eval loss", shown(result.eval_loss)),
+        ("best checkpoint", result.best_checkpoint or "none kept"),
     ]
     create_markdown_artifact(
-        markdown="\n".join(lines),
+        markdown=format_markdown_table(("metric", "value"), rows),
         key=artifact_key(run_name, "training-summary"),
         description="Training summary",
     )
-    return result
 
 
-@pipeline_task("merge-adapter")
+def _name_merge_run(parameters: dict[str, Any]) -> str:
+    spec = parameters["spec"]
+    if isinstance(spec, dict):
+        spec = MergeJobSpec.model_validate(spec)
+    run = Path(spec.output_dir).parent.name
+    return f"merge-adapter-{run}" if spec.is_adapter else f"save-full-model-{run}"
+
+
+@pipeline_task("merge-adapter", run_name=_name_merge_run)
 def merge_adapter(spec: MergeJobSpec) -> MergeResult:
     """Merge the adapter into the base and verify the merge on eval rows.
 

@@ -1,0 +1,154 @@
+"""What a reader sees of a run: metrics table, loss chart, escaped tables, names and tags."""
+
+from __future__ import annotations
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+
+import pytest
+
+from tuneship.config import PipelineConfig, build_config
+from tuneship.flows.finetune import resolve_flow_config
+from tuneship.flows.run_labels import build_run_tags, format_run_name
+from tuneship.tables import escape_markdown_cell, format_markdown_table
+from tuneship.training.metrics_report import (
+    build_metrics_table,
+    render_loss_chart_markdown,
+    render_loss_chart_svg,
+    round_for_readers,
+)
+from tuneship.training.specs import TrainProgress, TrainResult
+
+
+def _result() -> TrainResult:
+    return TrainResult(
+        output_path="out",
+        is_adapter=True,
+        method="sft",
+        adapter="lora",
+        global_step=20,
+        base_eval_loss=6.276812,
+        eval_loss=1.80123,
+        loss_history=[(5, 5.123456), (10, 3.0), (15, 2.5), (20, 2.0)],
+        eval_loss_history=[(10, 2.512345), (20, 1.80123)],
+    )
+
+
+def test_metrics_table_has_every_column_in_every_row() -> None:
+    rows = build_metrics_table(_result())
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert all(list(r) == ["step", "loss", "eval_loss"] for r in rows)
+    assert rows[0] == {"step": 5, "loss": 5.123, "eval_loss": ""}
+    assert rows[1]["eval_loss"] == 2.512
+
+
+def test_round_for_readers_keeps_four_significant_digits() -> None:
+    assert round_for_readers(0.000123456) == 0.0001235
+    assert round_for_readers(12.34567) == 12.35
+
+
+def test_loss_chart_is_svg_with_both_series_and_the_base_line() -> None:
+    result = _result()
+    svg = render_loss_chart_svg(
+        result.loss_history, result.eval_loss_history, result.base_eval_loss
+    )
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert [len(p.get("points", "").split()) for p in lines] == [4, 2]
+    assert any(e.get("stroke-dasharray") for e in root.iter(f"{ns}line"))
+    texts = "".join(t.text or "" for t in root.iter(f"{ns}text"))
+    assert "base eval loss 6.277" in texts and "eval loss" in texts
+
+    markdown = render_loss_chart_markdown(result)
+    encoded = re.search(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert encoded and base64.b64decode(encoded.group(1)).decode() == svg
+    assert "6.277 (base) -> 1.801" in markdown
+
+
+def test_markdown_cells_render_as_text() -> None:
+    assert escape_markdown_cell("-") == "\\-"
+    assert escape_markdown_cell("a|b\nc") == "a\\|b c"
+    table = format_markdown_table(("run", "demo"), [("revision", "-")])
+    assert table.splitlines()[0] == "| run | demo |"
+    assert table.splitlines()[2] == "| revision | \\- |"
+
+
+def test_run_names_and_tags_come_from_the_config() -> None:
+    when = datetime(2026, 12, 3, 15, 4, 5, tzinfo=UTC)
+    assert format_run_name("my-run", when) == "my-run-20261203-150405"
+    config = build_config({"training": {"method": "dpo", "adapter": "qlora"}})
+    tags = build_run_tags(config)
+    assert {"method:dpo", "adapter:qlora", "publish:local"} <= set(tags)
+    assert f"serve:{config.serve.target}" in tags
+    assert f"base:{config.model.base}" in tags
+
+
+def test_the_config_form_wins_over_a_prefilled_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "run.yaml"
+    path.write_text("name: from-file\n", encoding="utf-8")
+    assert resolve_flow_config({"name": "from-form"}, str(path), None).name == "from-form"
+    form = PipelineConfig(name="model-form")
+    assert resolve_flow_config(form, str(path), ["training.max_steps=3"]).training.max_steps == 3
+    # An empty form is no form: the file is read.
+    assert resolve_flow_config({}, str(path), None).name == "from-file"
+    assert resolve_flow_config(None, None, None) == PipelineConfig()
+
+
+def test_cpu_training_plan_is_a_rent_list() -> None:
+    from _planning_helpers import fixture_facts
+
+    from tuneship.planning import plan_table_rows, plan_training
+
+    rows = plan_table_rows(plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora"), rent_list=True)
+    assert rows and all("chosen" not in r for r in rows)
+    fitting = [r["usd_per_hour"] for r in rows if r["fits"]]
+    priced = [p for p in fitting if p != ""]
+    # Cheapest first; options without a listed price come after the priced ones.
+    assert priced and priced == sorted(priced) and fitting[: len(priced)] == priced
+
+
+@pytest.mark.parametrize("value", ["hf_abc", "+1", "# h"])
+def test_leading_markdown_characters_are_escaped(value: str) -> None:
+    assert escape_markdown_cell(value).lstrip("\\") == value
+
+
+def test_training_progress_prints_plain_lines_off_a_terminal() -> None:
+    import io
+
+    from tuneship.cli.progress import show_training_progress
+    from tuneship.tasks.training import PROGRESS_LISTENERS, _ProgressReporter
+
+    out = io.StringIO()
+    reporter = _ProgressReporter()
+    with show_training_progress(out):
+        reporter(TrainProgress(step=0, max_steps=0))
+        reporter(TrainProgress(step=1, max_steps=4, logs={"loss": 2.5}))
+        reporter(TrainProgress(step=4, max_steps=4, logs={"loss": 1.25}))
+    assert not PROGRESS_LISTENERS
+    assert out.getvalue().splitlines() == [
+        "training: step 1/4 loss 2.5",
+        "training: step 4/4 loss 1.25",
+    ]
+
+
+def test_training_progress_draws_a_bar_on_a_terminal() -> None:
+    import io
+
+    from tuneship.cli.progress import show_training_progress
+    from tuneship.tasks.training import _ProgressReporter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    reporter = _ProgressReporter()
+    with show_training_progress(out):
+        reporter(TrainProgress(step=2, max_steps=4, logs={"loss": 2.5}))
+        reporter(TrainProgress(step=4, max_steps=4, logs={"eval_loss": 1.5}))
+    text = out.getvalue()
+    assert "4/4" in text and "loss 2.5" in text and "eval_loss 1.5" in text
+    assert "ETA" in text
