@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tuneship.errors import TuneshipError
+from tuneship.tables import format_table
 
 deployments_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -61,16 +62,26 @@ def list_deployments(
     if not rows:
         typer.echo("no deployments")
         return
+    cells = []
     for row in rows:
         status = row["status"]
         if status == "running" and row["alive"] is False:
             status = "running (process gone)"
-        details = row["details"]
-        typer.echo(
-            f"{row['name']}  {status}  {row['target']}  {row['url'] or '-'}  "
-            f"model={row['served_model_name'] or '-'}  "
-            f"({row['model_name']}:{row['model_version']})"
+        cells.append(
+            [
+                row["name"],
+                status,
+                row["target"],
+                row["url"] or "-",
+                row["served_model_name"] or "-",
+                f"{row['model_name']}:{row['model_version']}",
+            ]
         )
+    table = format_table(["NAME", "STATUS", "TARGET", "URL", "SERVED AS", "MODEL"], cells)
+    typer.echo(table[0])
+    for row, line in zip(rows, table[1:], strict=True):
+        typer.echo(line)
+        details = row["details"]
         if details.get("pgid") is not None:
             typer.echo(
                 f"    pgid={details.get('pgid')} gpus={details.get('gpu_indices') or 'cpu'} "
