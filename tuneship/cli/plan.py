@@ -55,7 +55,6 @@ def _fail(exc: TuneshipError) -> typer.Exit:
     return typer.Exit(2)
 
 
-@plan_app.command("serve")
 def _print_plan(plan: ServingPlan | TrainingPlan, text: str, as_json: bool) -> None:
     """Print a plan as JSON or as its table; exit 1 when no option fits."""
     typer.echo(json.dumps(plan.to_dict(), indent=2) if as_json else text)
@@ -63,6 +62,7 @@ def _print_plan(plan: ServingPlan | TrainingPlan, text: str, as_json: bool) -> N
         raise typer.Exit(1)
 
 
+@plan_app.command("serve")
 def serve(
     model: Annotated[str, typer.Argument(help="Hub id, local model folder, or config.json.")],
     gpu: Annotated[
