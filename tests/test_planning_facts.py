@@ -10,11 +10,8 @@ import pytest
 from _planning_helpers import FIXTURES, fixture_facts, fixture_path, official_sizes
 
 from tuneship.errors import PlanningError
-from tuneship.planning.model_facts import (
-    facts_from_config,
-    load_model_facts,
-    parameter_breakdown,
-)
+from tuneship.planning.model_facts import facts_from_config, load_model_facts
+from tuneship.planning.parameters import parameter_breakdown
 
 ALL_FIXTURES = sorted(official_sizes())
 

@@ -7,7 +7,7 @@ from _planning_helpers import GIB, fixture_facts
 
 from tuneship.errors import PlanningError
 from tuneship.planning.gpus import custom_gpu, find_gpu
-from tuneship.planning.model_facts import parameter_breakdown
+from tuneship.planning.parameters import parameter_breakdown
 from tuneship.planning.training import plan_training, training_memory_parts
 
 LLAMA_8B = "meta-llama--Llama-3.1-8B-Instruct"

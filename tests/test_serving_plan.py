@@ -401,7 +401,9 @@ def test_cli_stop_kills_the_whole_group(recorded_group: Any) -> None:
     assert_group_gone(proc.pid)
     assert Registry(url).get_deployment("grp").status == "stopped"  # type: ignore[union-attr]
     text = runner.invoke(deployments_app, ["list", "--registry", url]).output
-    assert "grp  stopped  local-vllm" in text
+    header, row = text.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "STATUS", "TARGET"]
+    assert row.split()[:3] == ["grp", "stopped", "local-vllm"]
 
 
 def test_stop_never_signals_a_reused_pid(recorded_group: Any) -> None:

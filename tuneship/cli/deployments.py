@@ -10,6 +10,7 @@ import typer
 
 from tuneship.errors import TuneshipError
 from tuneship.registry.endpoints import LIVE_STATUSES, ExportFormat, KeySource
+from tuneship.tables import format_table
 
 deployments_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -85,18 +86,29 @@ def list_deployments(
     if not rows:
         typer.echo("no deployments")
         return
+    cells = []
     for row in rows:
         status = row["status"]
         details = row["details"]
         if status == "running" and row["alive"] is False:
             gone = "container" if details.get("container_id") else "process"
             status = f"running ({gone} gone)"
-        typer.echo(
-            f"{row['name']}  {status}  {row['target']}  {row['url'] or '-'}  "
-            f"model={row['served_model_name'] or '-'}  "
-            f"({row['model_name']}:{row['model_version']})"
+        cells.append(
+            [
+                row["name"],
+                status,
+                row["target"],
+                row["url"] or "-",
+                row["served_model_name"] or "-",
+                f"{row['model_name']}:{row['model_version']}",
+            ]
         )
-        if status in LIVE_STATUSES or row["target"].startswith("runpod"):
+    table = format_table(["NAME", "STATUS", "TARGET", "URL", "SERVED AS", "MODEL"], cells)
+    typer.echo(table[0])
+    for row, line in zip(rows, table[1:], strict=True):
+        typer.echo(line)
+        details = row["details"]
+        if row["status"] in LIVE_STATUSES or row["target"].startswith("runpod"):
             typer.echo(f"    cost {row['cost_text']}")
         if details.get("pgid") is not None:
             typer.echo(

@@ -15,8 +15,8 @@ from tuneship.errors import TuneshipError
 from tuneship.planning.gpus import GpuSpec, custom_gpu, find_gpu
 from tuneship.planning.model_facts import load_model_facts
 from tuneship.planning.render import render_serving_plan, render_training_plan
-from tuneship.planning.serving import ServeRequest, plan_serving
-from tuneship.planning.training import plan_training
+from tuneship.planning.serving import ServeRequest, ServingPlan, plan_serving
+from tuneship.planning.training import TrainingPlan, plan_training
 
 plan_app = typer.Typer(
     help="Plan GPUs, tensor parallelism and memory before anything is rented.",
@@ -53,6 +53,13 @@ def _auto_or_fraction(value: str, flag: str) -> float | Literal["auto"]:
 def _fail(exc: TuneshipError) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(2)
+
+
+def _print_plan(plan: ServingPlan | TrainingPlan, text: str, as_json: bool) -> None:
+    """Print a plan as JSON or as its table; exit 1 when no option fits."""
+    typer.echo(json.dumps(plan.to_dict(), indent=2) if as_json else text)
+    if plan.chosen is None:
+        raise typer.Exit(1)
 
 
 @plan_app.command("serve")
@@ -112,12 +119,7 @@ def serve(
         plan = plan_serving(facts, request, gpus=candidates, gpu_count=gpus, free_gib=free_gib)
     except TuneshipError as exc:
         raise _fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps(plan.to_dict(), indent=2))
-    else:
-        typer.echo(render_serving_plan(plan))
-    if plan.chosen is None:
-        raise typer.Exit(1)
+    _print_plan(plan, render_serving_plan(plan), as_json)
 
 
 @plan_app.command("train")
@@ -149,9 +151,4 @@ def train(
         )
     except TuneshipError as exc:
         raise _fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps(plan.to_dict(), indent=2))
-    else:
-        typer.echo(render_training_plan(plan))
-    if plan.chosen is None:
-        raise typer.Exit(1)
+    _print_plan(plan, render_training_plan(plan), as_json)

@@ -9,10 +9,15 @@ on the CPU backend alike.
 from __future__ import annotations
 
 from tuneship.errors import PlanningError
-from tuneship.planning.model_facts import ModelFacts, ceil_div
+from tuneship.planning.model_facts import ModelFacts
 
 BLOCK_SIZE = 16
 """KV block size in tokens: vllm DEFAULT_BLOCK_SIZE (vllm-memory.md 1.4)."""
+
+
+def ceil_div(a: int, b: int) -> int:
+    """Integer ceiling division (whole blocks, padded vocab)."""
+    return -(-a // b)
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:

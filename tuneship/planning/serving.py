@@ -25,12 +25,13 @@ from tuneship.errors import PlanningError
 from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, load_gpu_catalog
 from tuneship.planning.kv_cache import (
     BLOCK_SIZE,
+    ceil_div,
     kv_bytes_per_token,
     kv_dtype_bytes,
     kv_request_bytes,
     largest_fitting_length,
 )
-from tuneship.planning.model_facts import ModelFacts, ceil_div
+from tuneship.planning.model_facts import ModelFacts
 
 if TYPE_CHECKING:
     from tuneship.config import ServeConfig

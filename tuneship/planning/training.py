@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 from tuneship.errors import PlanningError
 from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, load_gpu_catalog
-from tuneship.planning.model_facts import ModelFacts, parameter_breakdown
+from tuneship.planning.model_facts import ModelFacts
+from tuneship.planning.parameters import parameter_breakdown
 
 Method = Literal["lora", "qlora", "full"]
 

@@ -294,19 +294,9 @@ def plan_serverless(
         )
     known_hourly = [p for p in per_hour.values() if p is not None]
     worst = max(known_hourly) if known_hourly else None
-    lengths = [o.max_model_len for o in chosen if o.max_model_len]
-    utils = [o.gpu_memory_utilization for o in chosen if o.gpu_memory_utilization]
-    weights_gb = facts.weight_bytes / 1e9
     return RunPodPlan(
         kind="serverless",
-        model=model,
-        revision=revision,
-        served_model_name=options.served_model_name or model,
-        gpu_count=count,
         gpu_ids=pools,
-        gpu_names=[o.gpu for o in chosen],
-        max_model_len=min(lengths) if lengths else None,
-        gpu_memory_utilization=min(utils) if utils else None,
         usd_per_second=per_second,
         usd_per_hour=per_hour,
         worst_usd_per_hour=worst,
@@ -314,10 +304,38 @@ def plan_serverless(
             round(worst * 24 * rp.workers_max, 2) if worst is not None else None
         ),
         workers_max=rp.workers_max,
-        weights_gb=round(weights_gb, 2),
-        container_disk_gb=_disk_gb(weights_gb, options),
         notes=[f"endpoint {resource_name(name)}: {o.summary()}" for o in chosen],
+        **_common_plan_fields(model, options, revision, facts, count, chosen),
     )
+
+
+def _common_plan_fields(
+    model: str,
+    options: ServeConfig,
+    revision: str | None,
+    facts: Any,
+    count: int,
+    chosen: list[Any],
+) -> dict[str, Any]:
+    """The :class:`RunPodPlan` fields both kinds fill the same way from the chosen options.
+
+    The served length and memory share are the smallest over the chosen GPU types, so
+    that one flag set works on whichever type RunPod hands out.
+    """
+    lengths = [o.max_model_len for o in chosen if o.max_model_len]
+    utils = [o.gpu_memory_utilization for o in chosen if o.gpu_memory_utilization]
+    weights_gb = facts.weight_bytes / 1e9
+    return {
+        "model": model,
+        "revision": revision,
+        "served_model_name": options.served_model_name or model,
+        "gpu_count": count,
+        "gpu_names": [o.gpu for o in chosen],
+        "max_model_len": min(lengths) if lengths else None,
+        "gpu_memory_utilization": min(utils) if utils else None,
+        "weights_gb": round(weights_gb, 2),
+        "container_disk_gb": _disk_gb(weights_gb, options),
+    }
 
 
 def plan_pod(
@@ -367,24 +385,13 @@ def plan_pod(
         chosen = chosen[: rp.max_pools]
     per_hour = {str(o.runpod_gpu_id): o.usd_per_hour for o in chosen}
     known = [p for p in per_hour.values() if p is not None]
-    lengths = [o.max_model_len for o in chosen if o.max_model_len]
-    utils = [o.gpu_memory_utilization for o in chosen if o.gpu_memory_utilization]
-    weights_gb = facts.weight_bytes / 1e9
     return RunPodPlan(
         kind="pod",
-        model=model,
-        revision=revision,
-        served_model_name=options.served_model_name or model,
-        gpu_count=count,
         gpu_ids=[str(o.runpod_gpu_id) for o in chosen],
-        gpu_names=[o.gpu for o in chosen],
-        max_model_len=min(lengths) if lengths else None,
-        gpu_memory_utilization=min(utils) if utils else None,
         usd_per_hour=per_hour,
         worst_usd_per_hour=max(known) if known else None,
-        weights_gb=round(weights_gb, 2),
-        container_disk_gb=_disk_gb(weights_gb, options),
         notes=[f"pod {resource_name(name)}: {o.summary()}" for o in chosen],
+        **_common_plan_fields(model, options, revision, facts, count, chosen),
     )
 
 

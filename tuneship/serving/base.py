@@ -80,8 +80,8 @@ class LocalDeploymentInfo(DeploymentInfo):
     port: int | None = None
     pid: int | None = None
     pgid: int | None = Field(default=None, description="Process group; stopping kills all of it.")
-    pid_start_time: int | None = Field(
-        None, description="Kernel start time of pid (guards against pid reuse)."
+    pid_start_time: float | None = Field(
+        None, description="Start time of pid, seconds since the epoch (guards against pid reuse)."
     )
     log_path: str | None = None
     backend: Backend = "cpu"

@@ -11,9 +11,9 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
-_PROC = Path("/proc")
+import psutil
+
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Group leaders this process started, by pid, so that stopping them also reaps them."""
 
@@ -23,47 +23,33 @@ def register_child(proc: subprocess.Popen[bytes]) -> None:
     _children[proc.pid] = proc
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Return the fields of /proc/<pid>/stat after the command name, or None."""
-    try:
-        raw = (_PROC / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; it ends at the last ')'.
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> int | None:
-    """Return the kernel start time of ``pid`` (clock ticks since boot), or None.
+def process_start_time(pid: int) -> float | None:
+    """Return when ``pid`` started (seconds since the epoch, psutil's), or None if gone.
 
     Stored with a deployment so that a later ``stop`` never signals a process group
-    whose id the kernel has since given to something else.
+    whose id the kernel has since given to something else. The value is fixed for the
+    life of the process (boot time plus the kernel's start ticks), so it compares exactly.
     """
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def group_members(pgid: int) -> list[int]:
     """Return the live (non-zombie) processes of group ``pgid``.
 
-    Zombies are left out: an orphaned child that nobody reaps yet has exited.
-    Without /proc (not Linux), a live group is reported as ``[pgid]``.
+    Zombies are left out: an orphaned child that nobody reaps yet has exited. The group,
+    not the leader's process tree, is what counts: vLLM's workers stay in the group even
+    when the leader dies and they are re-parented.
     """
-    if not _PROC.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            return [pgid]
-        return [pgid]
     members = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields and len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue  # exited while we looked
     return members
 
 

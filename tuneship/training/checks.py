@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneship.data.formats import FORMAT_SHAPES, match_format
-from tuneship.errors import TrainingError
+from tuneship.errors import PlanningError, TrainingError
+from tuneship.planning import model_config as planning_config
 from tuneship.training.rows import is_conversational, read_rows
 from tuneship.training.specs import TrainJobSpec
 
@@ -22,24 +23,19 @@ SFT_FORMATS = ("messages", "prompt_completion")
 
 
 def read_model_config(model_path: str | Path) -> dict[str, Any]:
-    """Return a model folder's ``config.json`` as a dict.
+    """Return a model folder's ``config.json`` (read by the planner's one reader).
 
     Raises:
-        TrainingError: The folder or its config.json is missing or unreadable.
+        TrainingError: The folder or its config.json is missing or unreadable; the
+            message starts with ``model_path:``.
     """
     folder = Path(model_path)
     if not folder.is_dir():
         raise TrainingError(f"model_path: model folder not found: {folder}")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise TrainingError(f"model_path: {folder} has no config.json (not a transformers model)")
     try:
-        data = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TrainingError(f"{config_file}: not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise TrainingError(f"{config_file}: expected a JSON object")
-    return data
+        return planning_config.read_model_config(folder)
+    except PlanningError as exc:
+        raise TrainingError(f"model_path: {exc}") from None
 
 
 def checkpoint_dtype(model_path: str | Path) -> str:
