@@ -17,6 +17,10 @@ from tuneship.errors import ServingError
 DEFAULT_PROMPT = "What is 4 plus 16? Answer in one short sentence."
 
 
+MIN_TOKENS = {"min_tokens": 1}
+"""vLLM sampling extension sent with every smoke request."""
+
+
 class SmokeTestError(ServingError):
     """The endpoint failed the smoke test (an API error or an empty answer)."""
 
@@ -82,6 +86,9 @@ def run_smoke_test(
             max_tokens=max_tokens,
             temperature=temperature,
             seed=0,
+            # vLLM's min_tokens: end-of-sequence is not allowed as the first token, so an
+            # empty answer means a broken endpoint, not a barely trained model that stops.
+            extra_body=MIN_TOKENS,
         )
         latency = time.perf_counter() - started
         answer = (reply.choices[0].message.content or "") if reply.choices else ""
@@ -102,6 +109,7 @@ def run_smoke_test(
             max_tokens=max_tokens,
             temperature=temperature,
             seed=0,
+            extra_body=MIN_TOKENS,
             stream=True,
             stream_options={"include_usage": True},
         )
