@@ -52,9 +52,13 @@ def load_runpod_api_key(credentials_block: str | None) -> SecretStr | None:
 
 
 def load_run_secrets(config: PipelineConfig) -> RunSecrets:
-    """The run's Hub token and (for a RunPod target) RunPod key, from blocks or the env."""
+    """The run's Hub token and (for RunPod compute or serving) RunPod key, from blocks or env."""
     runpod_key = None
-    if config.serve.target in RUNPOD_TARGETS:
+    if config.compute.provider == "runpod":
+        runpod_key = load_runpod_api_key(
+            config.compute.runpod.credentials_block or config.serve.runpod.credentials_block
+        )
+    elif config.serve.target in RUNPOD_TARGETS:
         runpod_key = load_runpod_api_key(config.serve.runpod.credentials_block)
     return RunSecrets(
         hf_token=load_hf_token(config.publish.hf_credentials_block), runpod_api_key=runpod_key
