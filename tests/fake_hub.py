@@ -364,9 +364,7 @@ def _now() -> str:
 
 # Dataset repos (``/api/datasets/...``, ``/datasets/<ns>/<name>/...``) share the model repos'
 # store: tuneship stages a RunPod run's inputs in a private dataset repo of its own name.
-_REPO_API = re.compile(
-    r"^/api/(?:models|datasets)/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<rest>(/.*)?)$"
-)
+_REPO_API = re.compile(r"^/api/(?:models|datasets)/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<rest>(/.*)?)$")
 _LFS_BATCH = re.compile(
     r"^/(?:datasets/)?(?P<ns>[^/]+)/(?P<name>[^/]+?)\.git/info/lfs/objects/batch$"
 )
