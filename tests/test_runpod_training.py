@@ -6,32 +6,20 @@ runs its command for real as a local process on the tiny model.
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from _planning_helpers import fixture_path
 from _runpod_helpers import client_for
-from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
+from fake_hub import FakeHub, HubError, fake_hub  # noqa: F401 - fixture
 from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from pydantic import SecretStr
 
-from tuneship.compute.runpod import (
-    TrainingPod,
-    container_disk_gb,
-    delete_staging,
-    download_merged_model,
-    rent_training_pod,
-    stage_training_inputs,
-    terminate_training_pods,
-    training_pod_name,
-    wait_for_stage,
-)
 from tuneship.compute.runpod_plan import check_runpod_training
-from tuneship.config import PipelineConfig, build_config
+from tuneship.config import PipelineConfig, build_config, load_config
 from tuneship.errors import ConfigError
-from tuneship.hub.client import make_api
 from tuneship.validation import RunSecrets, check_before_training
 
 POD_MUTATIONS = ("podFindAndDeployOnDemand", "podRentInterruptable")
@@ -112,91 +100,100 @@ def test_budget_below_one_hour_refused(
     assert _pods_rented(fake_runpod) == 0
 
 
-def _write_rows(path: Path, n: int) -> str:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"What is {i} plus {i}?"},
-                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
-            ]
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
-@pytest.mark.slow
-def test_pod_runs_train_and_merge_for_real(
-    tmp_path: Path,
-    tiny_model_dir: Path,
-    fake_runpod: FakeRunPod,  # noqa: F811
-    fake_hub: FakeHub,  # noqa: F811
-) -> None:
-    """The staged job runs in the fake's pod process: train, merge, results on the Hub."""
-    token = fake_hub.add_token("alice")
-    fake_runpod.run_pod_commands = True
-    fake_runpod.pod_root = tmp_path / "pods"
-    fake_runpod.pod_env = {
-        "HF_ENDPOINT": fake_hub.endpoint,
+def _pods_run_for_real(fake: FakeRunPod, hub: FakeHub, tmp_path: Path) -> None:
+    """Pods run their command as local processes on the CPU, the fake Hub as HF_ENDPOINT."""
+    fake.run_pod_commands = True
+    fake.pod_root = tmp_path / "pods"
+    fake.pod_env = {
+        "HF_ENDPOINT": hub.endpoint,
         "HF_HUB_OFFLINE": "0",
         "HF_HUB_DISABLE_XET": "1",
         "HF_HUB_CACHE": str(tmp_path / "pod-hf-cache"),
         "TUNESHIP_POD_ALLOW_CPU": "1",
-        # The staged source runs; this checkout's dependencies stand in for the image's.
         "PYTHONNOUSERSITE": "1",
     }
-    config = _config(
-        tmp_path,
-        "training.max_steps=4",
-        "training.eval_steps=2",
-        "training.require_improvement=false",
+
+
+def _kill_first_pod_after_a_checkpoint(fake: FakeRunPod, hub: FakeHub) -> None:
+    """Play a host lost mid-training: kill the pod once it pushed its first checkpoint."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            pushed = any(
+                p.startswith("checkpoint-") for p in hub.files("alice/tiny-ft", "checkpoints")
+            )
+        except (KeyError, HubError):  # no repo or no checkpoints branch yet
+            pushed = False
+        if pushed:
+            with fake.lock:
+                pods = [p for p in fake.pods.values() if p["name"] == "tuneship-rp-flow-train"]
+            if pods:
+                fake.kill_pod(pods[0]["id"])
+                return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tuneship.demo import demo_config_path
+    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.registry import Registry
+
+    token = fake_hub.add_token("alice")
+    monkeypatch.setenv("HF_TOKEN", token)
+    fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
+    _pods_run_for_real(fake_runpod, fake_hub, tmp_path)
+    fake_runpod.capacity = {"NVIDIA L4"}  # the cheapest fitting type is full: next one
+    config = load_config(
+        demo_config_path(),
+        [
+            "name=rp-flow",
+            "model.base=acme/tiny-base",
+            "compute.provider=runpod",
+            "training.max_steps=40",
+            "training.eval_steps=10",
+            "training.save_strategy=steps",
+            "training.save_steps=10",
+            "training.require_improvement=false",
+            "publish.target=hub",
+            "publish.repo_id=alice/tiny-ft",
+            "publish.vllm_load_check=off",
+            "serve.target=none",
+            f"workdir={tmp_path / 'run'}",
+            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+        ],
     )
-    api = make_api(SecretStr(token), fake_hub.endpoint)
-    data = tmp_path / "data"
-    data.mkdir()
-    repo = stage_training_inputs(
-        api,
-        config,
-        tiny_model_dir,
-        _write_rows(data / "train.jsonl", 16),
-        _write_rows(data / "eval.jsonl", 4),
-        "messages",
+
+    killer = threading.Thread(
+        target=_kill_first_pod_after_a_checkpoint, args=(fake_runpod, fake_hub)
     )
-    assert repo == "alice/tuneship-rp-run-staging"
-    client = client_for(fake_runpod)
-    choice = check_runpod_training(config, tiny_model_dir, client.api_key, client)
-    created, option = rent_training_pod(
-        client,
-        name=training_pod_name(config.name),
-        options=choice.options,
-        settings=config.compute.runpod,
-        env={"HF_TOKEN": token, "TUNESHIP_STAGING_REPO": repo},
-        disk_gb=container_disk_gb(tiny_model_dir, config.compute.runpod),
-    )
-    pod = TrainingPod(
-        pod_id=created["id"],
-        name=training_pod_name(config.name),
-        gpu_type_id=str(option.runpod_gpu_id),
-        gpu_count=option.gpu_count,
-        usd_per_hour=float(option.usd_per_hour or 0),
-        staging_repo=repo,
-        started_at=time.time(),
-    )
+    killer.start()
     try:
-        view = fake_runpod.pods[pod.pod_id]
-        assert token not in view["dockerArgs"]
-        trained = wait_for_stage(client, api, pod, "train", timeout_s=600, poll_s=1)
-        assert trained.global_step == 4 and trained.eval_loss is not None
-        merged = wait_for_stage(client, api, pod, "merge", timeout_s=600, poll_s=1)
-        assert merged.max_abs_logit_diff <= merged.tolerance
-        local = download_merged_model(api, repo, tmp_path / "merged")
-        assert (local / "config.json").is_file()
-    except BaseException:
-        print(fake_runpod.pod_log(pod.pod_id))
-        raise
+        summary = finetune_and_deploy(config)
     finally:
-        terminate_training_pods(client, config.name)
-        delete_staging(api, repo)
-    assert fake_runpod.leftovers()["pods"] == []
-    assert not fake_runpod.pod_processes
+        killer.join(timeout=5)
+
+    created = fake_runpod.calls("podFindAndDeployOnDemand")
+    # L4 had no capacity each time; the next fitting type was rented twice (one pod lost).
+    rented = [c for c in created if c["input"]["gpuTypeId"] != "NVIDIA L4"]
+    assert len(rented) == 2 and len(created) == 4
+    logs = "".join(p.read_text() for p in (tmp_path / "pods").glob("*/pod.log"))
+    assert "resume: fetched checkpoint-" in logs  # the second pod continued, not from 0
+    assert summary.device.startswith("runpod 1 x") and "L4" not in summary.device
+    assert summary.published.revision == fake_hub.head("alice/tiny-ft")
+    assert summary.training_cost_usd is not None and summary.training_cost_usd >= 0
+    entry = Registry(config.registry_url()).get_model("alice/tiny-ft", summary.model_version)
+    assert entry is not None and "training_cost_usd" in entry.metrics
+    assert fake_runpod.leftovers()["pods"] == [] and not fake_runpod.pod_processes
+    assert "alice/tuneship-rp-flow-staging" not in fake_hub.repos
+    # The Hub token reaches the pod as an environment secret only, never on its command.
+    for call in created:
+        assert token not in str(call["input"]["dockerArgs"])
+        assert {"key": "HF_TOKEN", "value": token} in call["input"]["env"]

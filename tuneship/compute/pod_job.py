@@ -68,10 +68,11 @@ def run_pod_plan(workdir: Path, repo_id: str) -> int:
         spec = workdir / "specs" / f"{stage}-spec.json"
         _with_device(spec, device)
         result = workdir / RESULTS_DIR / f"{stage}.json"
-        status = subprocess.call(
-            [sys.executable, "-m", "tuneship.training.job", stage, str(spec), str(result)],
-            cwd=workdir,
-        )
+        command = [sys.executable, "-m", "tuneship.training.job", stage, str(spec), str(result)]
+        if stage == "train" and plan.get("checkpoint_repo"):
+            # A replacement pod resumes from the newest checkpoint pushed here.
+            command += ["--push-checkpoints", str(plan["checkpoint_repo"])]
+        status = subprocess.call(command, cwd=workdir)
         if stage == "merge" and status == 0:
             api.upload_folder(
                 repo_id=repo_id,

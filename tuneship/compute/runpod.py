@@ -50,6 +50,10 @@ class TrainingPod(BaseModel):
     started_at: float
 
 
+class PodLostError(ComputeError):
+    """The training pod went away (or exited) before pushing a stage's result."""
+
+
 def training_pod_name(run_name: str) -> str:
     """The pod's name, found again by crash and cancellation hooks from another process."""
     return f"tuneship-{run_name}-train"
@@ -87,7 +91,8 @@ def build_pod_specs(config: PipelineConfig) -> dict[str, Any]:
         eval_path="data/eval.jsonl" if config.training.evaluates else None,
         trainer_format="messages",
         output_dir="out/train",
-        training=config.training,
+        # A replacement pod continues from the newest checkpoint pushed to the Hub.
+        training=config.training.model_copy(update={"resume_from_checkpoint": "auto"}),
         max_length=config.data.max_length,
         model_dtype=config.model.dtype,
         device="cuda",
@@ -148,7 +153,8 @@ def stage_training_inputs(
             shutil.copy2(eval_path, stage / "data" / "eval.jsonl")
         (stage / "specs" / "train-spec.json").write_text(train.model_dump_json(indent=2))
         (stage / "specs" / "merge-spec.json").write_text(merge.model_dump_json(indent=2))
-        (stage / PLAN_FILE).write_text(json.dumps({"stages": list(STAGES)}, indent=2))
+        plan = {"stages": list(STAGES), "checkpoint_repo": config.publish.repo_id}
+        (stage / PLAN_FILE).write_text(json.dumps(plan, indent=2))
         _copy_source(stage / "src")
         api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
         api.upload_folder(
@@ -273,7 +279,7 @@ def wait_for_stage(
             if found is not None:
                 return read_job_result(found, stage)
             gone = "is gone" if state is None else "exited"
-            raise ComputeError(
+            raise PodLostError(
                 f"training pod {pod.name} ({pod.pod_id}) {gone} before the {stage} stage "
                 "finished; see the pod's logs in the RunPod console"
             )

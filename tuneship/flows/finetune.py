@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship.config import PipelineConfig, build_config, load_config
+from tuneship.data import PreparedData
 from tuneship.errors import ConfigError
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.packaging.run_card import build_card_info, build_model_entry
@@ -31,7 +32,12 @@ from tuneship.tasks.serving import (
     smoke_test_endpoint,
 )
 from tuneship.tasks.training import merge_adapter, train_model
-from tuneship.training.specs import MergeResult, build_merge_spec, build_train_spec
+from tuneship.training.specs import (
+    MergeResult,
+    TrainResult,
+    build_merge_spec,
+    build_train_spec,
+)
 
 
 class DeploymentSummary(BaseModel):
@@ -68,6 +74,7 @@ class RunSummary(BaseModel):
     model_name: str
     model_version: str
     deployment: DeploymentSummary | None = None
+    training_cost_usd: float | None = None
 
 
 def resolve_flow_config(
@@ -111,6 +118,18 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
     from tuneship.tasks.deploy import delete_run_resources
+
+    if config.compute.provider == "runpod":
+        from tuneship.tasks.runpod_training import release_training_pod
+
+        try:
+            release_training_pod(config, None)
+        except TuneshipError as exc:
+            logger.error(
+                "cleanup: could not terminate pod tuneship-%s-train (%s); check RunPod by hand",
+                config.name,
+                exc,
+            )
 
     delete_run_resources(
         logger,
@@ -166,13 +185,19 @@ def finetune_and_deploy(
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
-    handle = provision_compute(config.compute)
-    plan_training_memory(config, base_dir, handle)
-
-    with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-        trained = train_model(
-            build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+    training_cost: float | None = None
+    if config.compute.provider == "runpod":
+        device, trained, merged, training_cost = train_and_merge_on_runpod(
+            config, base_dir, prepared
         )
+    else:
+        handle = provision_compute(config.compute)
+        device = handle.device
+        plan_training_memory(config, base_dir, handle)
+        with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
+            trained = train_model(
+                build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+            )
 
     gate: GateResult = check_eval_gate(
         trained.base_eval_loss,
@@ -181,7 +206,8 @@ def finetune_and_deploy(
     )
     logger.info("eval gate: %s", gate.message)
 
-    merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
+    if config.compute.provider != "runpod":
+        merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
     card = build_card_info(config, base_dir, trained, prepared)
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
@@ -195,9 +221,10 @@ def finetune_and_deploy(
     run_id = _current_flow_run_id()
     published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
 
-    entry = register_model(
-        config.registry_url(), build_model_entry(card, trained, published, run_id)
-    )
+    model_entry = build_model_entry(card, trained, published, run_id)
+    if training_cost is not None:
+        model_entry.metrics["training_cost_usd"] = training_cost
+    entry = register_model(config.registry_url(), model_entry)
     deployment = None
     if config.serve.target == "local":
         deployment = serve_and_smoke_test(config, package.path, entry.name, entry.version)
@@ -208,7 +235,7 @@ def finetune_and_deploy(
         name=config.name,
         flow_run_id=run_id,
         base_model=card.base_model,
-        device=handle.device,
+        device=device,
         n_train=prepared.n_train,
         n_eval=prepared.n_eval,
         dataset_fingerprint=prepared.fingerprint,
@@ -223,6 +250,7 @@ def finetune_and_deploy(
         model_name=entry.name,
         model_version=entry.version,
         deployment=deployment,
+        training_cost_usd=training_cost,
     )
     create_markdown_artifact(
         markdown=render_summary(summary),
@@ -230,6 +258,45 @@ def finetune_and_deploy(
         description="What this run produced",
     )
     return summary
+
+
+def train_and_merge_on_runpod(
+    config: PipelineConfig, base_dir: str, prepared: PreparedData
+) -> tuple[str, TrainResult, MergeResult, float | None]:
+    """Train and merge on a rented RunPod pod; the pod is terminated however this ends.
+
+    Returns:
+        The pod's GPU, the training and merge results, and the pod's cost.
+    """
+    from tuneship.compute.runpod import PodLostError, pod_cost_usd
+    from tuneship.tasks.runpod_training import (
+        merge_on_pod,
+        provision_runpod_gpu,
+        release_training_pod,
+        replace_training_pod,
+        train_on_pod,
+    )
+
+    pod = None
+    lost_cost = 0.0
+    try:
+        pod = provision_runpod_gpu(config, base_dir, prepared)
+        restarts = 0
+        while True:
+            try:
+                trained = train_on_pod(config, pod)
+                break
+            except PodLostError as exc:
+                if restarts >= config.compute.runpod.max_restarts:
+                    raise
+                restarts += 1
+                lost_cost += pod_cost_usd(pod)
+                pod = replace_training_pod(config, base_dir, pod, str(exc), restarts)
+        merged = merge_on_pod(config, pod)
+    finally:
+        cost = release_training_pod(config, pod)
+    total = None if cost is None else round(cost + lost_cost, 4)
+    return f"runpod {pod.gpu_count} x {pod.gpu_type_id}", trained, merged, total
 
 
 def serve_and_smoke_test(
@@ -355,6 +422,8 @@ def render_summary(summary: RunSummary) -> str:
         ("revision", summary.published.revision),
         ("registry", f"{summary.model_name} version {summary.model_version[:12]}"),
     ]
+    if summary.training_cost_usd is not None:
+        rows.append(("training cost", f"${summary.training_cost_usd:.4f} (RunPod pod)"))
     if summary.deployment:
         dep = summary.deployment
         state = "still running" if dep.kept_running else "stopped at the end of the run"
