@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from huggingface_hub import HfApi
 from prefect.artifacts import create_markdown_artifact
 from pydantic import SecretStr
 
@@ -46,7 +47,7 @@ def _runpod_client(config: PipelineConfig) -> RunPodClient:
     )
 
 
-def _hub_api(config: PipelineConfig):  # type: ignore[no-untyped-def]
+def _hub_api(config: PipelineConfig) -> HfApi:
     return make_api(load_hf_token(config.publish.hf_credentials_block), config.publish.hub_endpoint)
 
 
