@@ -362,9 +362,15 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-_REPO_API = re.compile(r"^/api/models/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<rest>(/.*)?)$")
-_LFS_BATCH = re.compile(r"^/(?P<ns>[^/]+)/(?P<name>[^/]+?)\.git/info/lfs/objects/batch$")
-_RESOLVE = re.compile(r"^/(?P<ns>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+# Dataset repos (``/api/datasets/...``, ``/datasets/<ns>/<name>/...``) share the model repos'
+# store: tuneship stages a RunPod run's inputs in a private dataset repo of its own name.
+_REPO_API = re.compile(r"^/api/(?:models|datasets)/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<rest>(/.*)?)$")
+_LFS_BATCH = re.compile(
+    r"^/(?:datasets/)?(?P<ns>[^/]+)/(?P<name>[^/]+?)\.git/info/lfs/objects/batch$"
+)
+_RESOLVE = re.compile(
+    r"^/(?:datasets/)?(?P<ns>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -652,8 +658,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _create_repo(self, tok: TokenInfo | None, payload: dict[str, Any]) -> None:
         if tok is None:
             raise HubError(401, "You must be authenticated to create a repo.")
-        if payload.get("type") not in (None, "model"):
-            raise HubError(400, "The fake Hub only supports model repos.")
+        if payload.get("type") not in (None, "model", "dataset"):
+            raise HubError(400, "The fake Hub only supports model and dataset repos.")
         namespace = payload.get("organization") or tok.user
         repo_id = f"{namespace}/{payload['name']}"
         if repo_id in self.fake.repos:

@@ -26,9 +26,16 @@ Sources for the shapes: runpod-python 1.12 (``api/mutations``, ``api/queries``,
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +43,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -487,7 +495,90 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class FakeRunPod:
+# ---------------------------------------------------------------------- pod processes
+class _PodProcesses:
+    """Pods that run their command for real (on when ``run_pod_commands`` is set).
+
+    A created pod runs its ``dockerArgs`` as a local process group: the pod's env plus
+    ``pod_env`` (the fake Hub as HF_ENDPOINT...), a work folder of its own, ``python`` this
+    interpreter and ``pip`` a no-op (the image's packages are this venv's). Its status
+    follows the process (EXITED when it ends); terminate stops it, ``kill_pod`` plays a
+    host that went away.
+    """
+
+    lock: threading.RLock
+    pods: dict[str, dict[str, Any]]
+    run_pod_commands: bool
+    pod_env: dict[str, str]
+    pod_root: Path | None
+    pod_processes: dict[str, subprocess.Popen[bytes]]
+
+    def _start_pod_process(self, pod: dict[str, Any]) -> None:
+        root = self.pod_root or Path(tempfile.mkdtemp(prefix="fake-pods-"))
+        workdir = root / pod["id"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
+        env.update(pod["env_map"])
+        env.update(self.pod_env)
+        env["TUNESHIP_POD_WORKDIR"] = str(workdir)
+        env["PATH"] = f"{_pod_bin(root)}{os.pathsep}{env.get('PATH', '')}"
+        log = (workdir / "pod.log").open("wb")
+        process = subprocess.Popen(
+            shlex.split(pod["dockerArgs"]),
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pod_processes[pod["id"]] = process
+        pod["log_path"] = str(workdir / "pod.log")
+
+        def watch() -> None:
+            process.wait()
+            log.close()
+            with self.lock:
+                if pod["id"] in self.pods:
+                    pod["desiredStatus"] = "EXITED"
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def _stop_pod_process(self, pod_id: str) -> None:
+        process = self.pod_processes.pop(pod_id, None)
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def kill_pod(self, pod_id: str) -> None:
+        """Play a dead pod: kill its process and drop it, as when a host goes away."""
+        self._stop_pod_process(pod_id)
+        with self.lock:
+            self.pods.pop(pod_id, None)
+
+    def pod_log(self, pod_id: str) -> str:
+        """What a pod process printed so far (its container log)."""
+        path = (self.pods.get(pod_id) or {}).get("log_path")
+        return Path(path).read_text(errors="replace") if path else ""
+
+
+def _pod_bin(root: Path) -> Path:
+    bin_dir = root / "bin"
+    if not bin_dir.is_dir():
+        bin_dir.mkdir(parents=True)
+        # A wrapper, not a symlink: Python finds its venv from the path it was started as.
+        for name, body in (
+            ("python", f'exec {shlex.quote(sys.executable)} "$@"'),
+            ("pip", "exit 0"),
+        ):
+            tool = bin_dir / name
+            tool.write_text(f"#!/bin/sh\n{body}\n")
+            tool.chmod(0o755)
+    return bin_dir
+
+
+class FakeRunPod(_PodProcesses):
     """In-memory RunPod state plus an HTTP server on 127.0.0.1.
 
     Attributes:
@@ -526,6 +617,11 @@ class FakeRunPod:
         self.template_last_used: dict[str, float] = {}
         self.openai_wait_s = 120.0
         self._poll_counts: dict[str, int] = {}
+        # Pods that run their command for real (see "pod processes" below).
+        self.run_pod_commands = False
+        self.pod_env: dict[str, str] = {}
+        self.pod_root: Path | None = None
+        self.pod_processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -546,7 +642,9 @@ class FakeRunPod:
         return self
 
     def stop(self) -> None:
-        """Stop serving and working."""
+        """Stop serving and working (and every pod process still running)."""
+        for pod_id in list(self.pod_processes):
+            self._stop_pod_process(pod_id)
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
@@ -800,6 +898,8 @@ class FakeRunPod:
         }
         self.pods[pod["id"]] = pod
         self._poll_counts[pod["id"]] = 0
+        if self.run_pod_commands and pod["dockerArgs"]:
+            self._start_pod_process(pod)
         return {
             "id": pod["id"],
             "imageName": pod["imageName"],
@@ -821,6 +921,7 @@ class FakeRunPod:
         if pod_id not in self.pods:
             raise ApiError(f"Pod {pod_id} not found")
         del self.pods[pod_id]
+        self._stop_pod_process(pod_id)
 
     def _pod_view(self, pod: dict[str, Any], count: bool = True) -> dict[str, Any]:
         view = {k: v for k, v in pod.items() if k not in ("env_map", "allowedCudaVersions")}

@@ -301,10 +301,78 @@ class TrainingConfig(_Section):
         return self.eval_strategy != "no"
 
 
+RUNPOD_TRAINING_IMAGE = "runpod/pytorch:2.8.0-py3.11-cuda12.8.1-cudnn-devel-ubuntu22.04"
+"""Pod image for training: a pinned tag with a CUDA build of torch that tuneship accepts."""
+
+
+class RunPodComputeConfig(_Section):
+    """Training on a rented RunPod pod (``compute.provider: runpod``; docs/runpod.md)."""
+
+    credentials_block: str | None = Field(
+        None,
+        description=(
+            "RunPodCredentials block name (default: serve.runpod.credentials_block, else the "
+            "RUNPOD_API_KEY variable)."
+        ),
+    )
+    gpu_types: list[str] | None = Field(
+        None,
+        description=(
+            "RunPod GPU type ids to try, in this order, e.g. ['NVIDIA L40S'] (default: every "
+            "type the training plan finds fitting, cheapest first)."
+        ),
+    )
+    cloud_type: Literal["ALL", "SECURE", "COMMUNITY"] = Field(
+        "SECURE", description="Pod cloud type."
+    )
+    max_usd: float = Field(
+        20.0, gt=0, description="Most the run may spend on pods (all restarts together)."
+    )
+    max_hours: float = Field(12.0, gt=0, description="Most hours of pod time the run may use.")
+    max_restarts: int = Field(
+        2, ge=0, description="New pods rented after a pod dies, resuming from a checkpoint."
+    )
+    interruptible: bool = Field(
+        False, description="Rent interruptible (spot) pods: cheaper, stopped without notice."
+    )
+    image: str = Field(
+        RUNPOD_TRAINING_IMAGE,
+        description="Pod image at a pinned tag, with a CUDA build of torch (never ':latest').",
+    )
+    container_disk_gb: int | None = Field(
+        None, ge=10, description="Container disk (default: base weights x 3 + 30 GB)."
+    )
+    startup_timeout_s: float = Field(
+        1200.0, gt=0, description="Image pull and install time allowed before the first stage."
+    )
+    keep_staging: bool = Field(
+        False, description="Keep the private Hub dataset repo the inputs were staged to."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        """Refuse an image without a pinned tag: ``:latest`` changes under a run."""
+        name = value.rsplit("/", 1)[-1]
+        tag = name.split(":", 1)[1] if ":" in name else ""
+        if "@sha256:" not in value and (not tag or tag == "latest"):
+            raise ValueError(
+                f"{value!r} is not pinned; give a release tag or digest, e.g. "
+                f"{RUNPOD_TRAINING_IMAGE!r}"
+            )
+        return value
+
+
 class ComputeConfig(_Section):
     """Where training runs."""
 
-    provider: Literal["local"] = Field("local", description="Compute provider.")
+    provider: Literal["local", "runpod"] = Field(
+        "local", description="Compute provider: this machine, or a rented RunPod pod."
+    )
+    runpod: RunPodComputeConfig = Field(
+        default_factory=lambda: RunPodComputeConfig(),
+        description="Settings for compute.provider=runpod.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses free GPUs when present, else the CPU."
     )

@@ -6,6 +6,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
@@ -61,6 +62,8 @@ def _check_registry(config: PipelineConfig) -> str:
 def _check_qlora(config: PipelineConfig) -> str:
     if config.training.adapter != "qlora":
         return f"adapter {config.training.adapter}"
+    if config.compute.provider == "runpod":
+        return "qlora on a rented CUDA GPU"
     if config.compute.device == "cpu":
         raise TrainingError(
             "training.adapter=qlora needs a CUDA GPU (4-bit bitsandbytes), but "
@@ -235,9 +238,33 @@ def check_before_training(
         ("registry", _check_registry),
     ):
         results.append(CheckResult(name=name, ok=True, detail=check(config)))
-    serving = _check_serving(config, secrets or RunSecrets.from_environment())
+    secrets = secrets or RunSecrets.from_environment()
+    if config.compute.provider == "runpod":
+        results.append(check_runpod_compute(config, base_model_dir, secrets))
+    serving = _check_serving(config, secrets)
     results.append(CheckResult(name="serving", ok=True, detail=serving))
     return results
+
+
+def check_runpod_compute(
+    config: PipelineConfig, base_model_dir: Path, secrets: RunSecrets
+) -> CheckResult:
+    """Check a ``compute.provider: runpod`` run and say which GPU it would rent.
+
+    The live GPU list is read when a RunPod key is set (a read, not a rental).
+
+    Raises:
+        ConfigError: Every problem found, one per line (nothing is rented).
+    """
+    from tuneship.compute.runpod_plan import check_runpod_training
+
+    catalog = None
+    if secrets.runpod_api_key is not None:
+        from tuneship.runpod.client import RunPodClient
+
+        catalog = RunPodClient.from_environment(secrets.runpod_api_key)
+    choice = check_runpod_training(config, base_model_dir, secrets.runpod_api_key, catalog)
+    return CheckResult(name="runpod training", ok=True, detail=choice.describe())
 
 
 def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> list[CheckResult]:
@@ -286,10 +313,13 @@ def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> l
             training=config.training,
             max_length=config.data.max_length,
             model_dtype=config.model.dtype,
-            device="cpu" if config.compute.device == "cpu" else _probe_device(config),
+            device=_spec_check_device(config),
             cuda_devices=[],
         )
-        check_training_spec(spec)
+        if config.compute.provider == "runpod" and config.training.adapter == "qlora":
+            pass  # 4-bit loading is checked on the pod's GPU; the CPU here cannot.
+        else:
+            check_training_spec(spec)
         results.append(
             CheckResult(
                 name="training",
@@ -298,6 +328,13 @@ def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> l
             )
         )
     return results
+
+
+def _spec_check_device(config: PipelineConfig) -> Literal["cpu", "cuda"]:
+    # A RunPod run trains on the pod's GPU; here the spec is only checked on the CPU.
+    if config.compute.device == "cpu" or config.compute.provider == "runpod":
+        return "cpu"
+    return "cuda" if _probe_device(config) == "cuda" else "cpu"
 
 
 def _probe_device(config: PipelineConfig) -> str:

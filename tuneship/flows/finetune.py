@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from tuneship.config import PipelineConfig, build_config, default_home, load_config
+from tuneship.data import PreparedData
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.flows.run_labels import build_run_tags, name_flow_run, tag_current_flow_run
 from tuneship.packaging.run_card import build_card_info, build_model_entry
@@ -42,7 +43,12 @@ from tuneship.tasks.serving import (
 )
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training.merge import describe_merge_check
-from tuneship.training.specs import build_merge_spec, build_train_spec
+from tuneship.training.specs import (
+    MergeResult,
+    TrainResult,
+    build_merge_spec,
+    build_train_spec,
+)
 
 
 class DeploymentSummary(BaseModel):
@@ -80,6 +86,7 @@ class RunSummary(BaseModel):
     model_name: str
     model_version: str
     deployment: DeploymentSummary | None = None
+    training_cost_usd: float | None = None
 
 
 def resolve_flow_config(
@@ -139,6 +146,18 @@ def cleanup_pipeline_run(flow: Any, flow_run: Any, state: Any) -> None:
         logger.error("cleanup: cannot read the run's config (%s); check RunPod by hand", exc)
         return
     from tuneship.tasks.deploy import delete_run_resources
+
+    if config.compute.provider == "runpod":
+        from tuneship.tasks.runpod_training import release_training_pod
+
+        try:
+            release_training_pod(config, None)
+        except TuneshipError as exc:
+            logger.error(
+                "cleanup: could not terminate pod tuneship-%s-train (%s); check RunPod by hand",
+                config.name,
+                exc,
+            )
 
     delete_run_resources(
         logger,
@@ -222,13 +241,19 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
-    handle = provision_compute(config.compute)
-    plan_training_memory(config, base_dir, handle)
-
-    with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-        trained = train_model(
-            build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+    training_cost: float | None = None
+    if config.compute.provider == "runpod":
+        device, trained, merged, training_cost = train_and_merge_on_runpod(
+            config, base_dir, prepared
         )
+    else:
+        handle = provision_compute(config.compute)
+        device = handle.device
+        plan_training_memory(config, base_dir, handle)
+        with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
+            trained = train_model(
+                build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+            )
 
     gate: GateResult = check_eval_gate(
         trained.base_eval_loss,
@@ -237,7 +262,8 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     )
     logger.info("eval gate: %s", gate.message)
 
-    merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
+    if config.compute.provider != "runpod":
+        merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
     card = build_card_info(config, base_dir, trained, prepared)
     package = package_merged_model(
         merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
@@ -267,10 +293,10 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
             ),
         )
         published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
-        entry = register_model(
-            config.registry_url(),
-            build_model_entry(card, trained, published, run_id, config.data.path),
-        )
+        model_entry = build_model_entry(card, trained, published, run_id, config.data.path)
+        if training_cost is not None:
+            model_entry.metrics["training_cost_usd"] = training_cost
+        entry = register_model(config.registry_url(), model_entry)
     # A kept server serves the published copy, which no later run overwrites.
     serve_dir = published.location if config.publish.target == "local" else package.path
     deployment = None
@@ -284,7 +310,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         name=config.name,
         flow_run_id=run_id,
         base_model=card.base_model,
-        device=handle.device,
+        device=device,
         n_train=prepared.n_train,
         n_eval=prepared.n_eval,
         dataset_fingerprint=prepared.fingerprint,
@@ -299,6 +325,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         model_name=entry.name,
         model_version=entry.version,
         deployment=deployment,
+        training_cost_usd=training_cost,
     )
     create_markdown_artifact(
         markdown=render_summary(summary),
@@ -306,6 +333,45 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         description="What this run produced",
     )
     return summary
+
+
+def train_and_merge_on_runpod(
+    config: PipelineConfig, base_dir: str, prepared: PreparedData
+) -> tuple[str, TrainResult, MergeResult, float | None]:
+    """Train and merge on a rented RunPod pod; the pod is terminated however this ends.
+
+    Returns:
+        The pod's GPU, the training and merge results, and the pod's cost.
+    """
+    from tuneship.compute.runpod import PodLostError, pod_cost_usd
+    from tuneship.tasks.runpod_training import (
+        merge_on_pod,
+        provision_runpod_gpu,
+        release_training_pod,
+        replace_training_pod,
+        train_on_pod,
+    )
+
+    pod = None
+    lost_cost = 0.0
+    try:
+        pod = provision_runpod_gpu(config, base_dir, prepared)
+        restarts = 0
+        while True:
+            try:
+                trained = train_on_pod(config, pod)
+                break
+            except PodLostError as exc:
+                if restarts >= config.compute.runpod.max_restarts:
+                    raise
+                restarts += 1
+                lost_cost += pod_cost_usd(pod)
+                pod = replace_training_pod(config, base_dir, pod, str(exc), restarts)
+        merged = merge_on_pod(config, pod)
+    finally:
+        cost = release_training_pod(config, pod)
+    total = None if cost is None else round(cost + lost_cost, 4)
+    return f"runpod {pod.gpu_count} x {pod.gpu_type_id}", trained, merged, total
 
 
 def serve_and_smoke_test(
@@ -449,6 +515,8 @@ def render_summary(summary: RunSummary) -> str:
         ("revision", summary.published.revision),
         ("registry", f"{summary.model_name} version {summary.model_version[:12]}"),
     ]
+    if summary.training_cost_usd is not None:
+        rows.append(("training cost", f"${summary.training_cost_usd:.4f} (RunPod pod)"))
     if summary.deployment:
         dep = summary.deployment
         state = "still running" if dep.kept_running else "stopped at the end of the run"

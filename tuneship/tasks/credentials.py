@@ -53,9 +53,13 @@ def load_runpod_api_key(credentials_block: str | None) -> SecretStr | None:
 
 
 def load_run_secrets(config: PipelineConfig) -> RunSecrets:
-    """The run's Hub token and (for a RunPod target) RunPod key, from blocks or the env."""
+    """The run's Hub token and (for RunPod compute or serving) RunPod key, from blocks or env."""
     runpod_key = None
-    if config.serve.target in RUNPOD_TARGETS:
+    if config.compute.provider == "runpod":
+        runpod_key = load_runpod_api_key(
+            config.compute.runpod.credentials_block or config.serve.runpod.credentials_block
+        )
+    elif config.serve.target in RUNPOD_TARGETS:
         runpod_key = load_runpod_api_key(config.serve.runpod.credentials_block)
     # A missing serve.api_key_block fails here, in the checks before training.
     serve_key = resolve_serve_api_key(config.serve).api_key

@@ -3,6 +3,7 @@
 Usage::
 
     python -m tuneship.training.job train SPEC.json RESULT.json [--progress-file P.jsonl]
+        [--push-checkpoints REPO]
     python -m tuneship.training.job merge SPEC.json RESULT.json
 
 On success RESULT.json holds ``{"ok": true, "result": {...}}``; on an error a user can
@@ -84,8 +85,41 @@ def _progress_printer(progress_file: Path | None) -> Any:
     return report
 
 
-def run_job(stage: str, spec_path: str | Path, progress_file: str | Path | None = None) -> Any:
+def _hub_checkpoint_callbacks(spec: TrainJobSpec, repo_id: str) -> list[Any]:
+    """Push checkpoints to ``repo_id``'s checkpoints branch; fetch the newest to resume from.
+
+    The token is ``HF_TOKEN`` from the environment (a pod's secret), never an argument.
+    """
+    from huggingface_hub import HfApi
+
+    from tuneship.hub.checkpoints import PushCheckpointsCallback, download_latest_checkpoint
+    from tuneship.training.train import find_latest_checkpoint
+
+    api = HfApi()
+    if (
+        spec.training.resume_from_checkpoint == "auto"
+        and find_latest_checkpoint(Path(spec.output_dir)) is None
+    ):
+        fetched = download_latest_checkpoint(api, repo_id, Path(spec.output_dir))
+        if fetched is not None:
+            print(f"resume: fetched {fetched.name} from {repo_id}", flush=True)
+    return [PushCheckpointsCallback(api, repo_id)]
+
+
+def run_job(
+    stage: str,
+    spec_path: str | Path,
+    progress_file: str | Path | None = None,
+    push_checkpoints: str | None = None,
+) -> Any:
     """Load a spec file and run its stage in this process.
+
+    Args:
+        stage: ``train`` or ``merge``.
+        spec_path: The spec JSON file.
+        progress_file: Append training progress here (JSONL).
+        push_checkpoints: A Hub model repo whose ``checkpoints`` branch gets every saved
+            checkpoint (and, with ``resume_from_checkpoint=auto``, gives the newest back).
 
     Raises:
         TuneshipError: The spec is invalid or the stage failed.
@@ -99,7 +133,8 @@ def run_job(stage: str, spec_path: str | Path, progress_file: str | Path | None 
         from tuneship.training.train import run_training
 
         file = Path(progress_file) if progress_file else None
-        return run_training(spec, on_progress=_progress_printer(file))
+        callbacks = _hub_checkpoint_callbacks(spec, push_checkpoints) if push_checkpoints else []
+        return run_training(spec, on_progress=_progress_printer(file), callbacks=callbacks)
     assert isinstance(spec, MergeJobSpec)
     from tuneship.training.merge import run_merge
 
@@ -113,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="job spec JSON file")
     parser.add_argument("result", help="where to write the result JSON")
     parser.add_argument("--progress-file", help="append progress reports here (JSONL)")
+    parser.add_argument(
+        "--push-checkpoints",
+        metavar="REPO",
+        help="push checkpoints to REPO's 'checkpoints' branch and resume from it (HF_TOKEN)",
+    )
     args = parser.parse_args(argv)
     result_file = Path(args.result)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_job(args.stage, args.spec, args.progress_file)
+        result = run_job(args.stage, args.spec, args.progress_file, args.push_checkpoints)
     except TuneshipError as exc:
         payload = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
         result_file.write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -1,0 +1,329 @@
+"""Training on a rented RunPod pod: stage the inputs, rent the pod, follow its stages, clean up.
+
+The flow's side of ``compute.provider: runpod``. The inputs (prepared split, base model
+folder, job specs with paths relative to the pod's work folder, and the running tuneship
+source) go to a private dataset repo of the publish namespace; the pod downloads it with
+the run's token (an environment secret), runs :mod:`tuneship.compute.pod_job`, and pushes
+each stage's result back there. Nothing here imports Prefect: the tasks resolve the
+credentials and pass a client and an ``HfApi`` in.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tuneship.compute.pod_job import (
+    MERGED_DIR,
+    PLAN_FILE,
+    RESULTS_DIR,
+    STAGING_REPO_ENV,
+)
+from tuneship.config import PipelineConfig, RunPodComputeConfig
+from tuneship.errors import ComputeError
+from tuneship.planning.training import TrainingOption
+from tuneship.runpod.client import RunPodClient
+from tuneship.runpod.errors import RunPodCapacityError
+from tuneship.training.specs import MergeJobSpec, TrainJobSpec
+
+STAGES = ("train", "merge")
+POD_STATUS_PORT = 8765
+
+
+class TrainingPod(BaseModel):
+    """A rented training pod."""
+
+    pod_id: str
+    name: str
+    gpu_type_id: str
+    gpu_count: int
+    usd_per_hour: float
+    staging_repo: str
+    started_at: float
+
+
+class PodLostError(ComputeError):
+    """The training pod went away (or exited) before pushing a stage's result."""
+
+
+def training_pod_name(run_name: str) -> str:
+    """The pod's name, found again by crash and cancellation hooks from another process."""
+    return f"tuneship-{run_name}-train"
+
+
+def staging_repo_id(config: PipelineConfig) -> str:
+    """The private dataset repo the run's inputs are staged to (publish namespace)."""
+    namespace = config.publish.repo_id.split("/", 1)[0]
+    return f"{namespace}/tuneship-{config.name}-staging"
+
+
+def _copy_source(dest: Path) -> None:
+    """Copy the running tuneship package (and its pyproject.toml) for the pod to run."""
+    import tuneship
+
+    package = Path(tuneship.__file__).parent
+    shutil.copytree(package, dest / "tuneship", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = package.parent / "pyproject.toml"
+    if pyproject.is_file():
+        shutil.copy2(pyproject, dest / "pyproject.toml")
+
+
+def build_pod_specs(config: PipelineConfig) -> dict[str, Any]:
+    """The train and merge specs the pod runs, with paths relative to its work folder.
+
+    Returns:
+        ``{"train": TrainJobSpec, "merge": MergeJobSpec}``.
+    """
+    from tuneship.training.specs import MERGE_CHECK_MAX_LENGTH
+
+    # The CUDA device is what the pod has; pod_job writes it in before each stage.
+    train = TrainJobSpec(
+        model_path="base",
+        train_path="data/train.jsonl",
+        eval_path="data/eval.jsonl" if config.training.evaluates else None,
+        trainer_format="messages",
+        output_dir="out/train",
+        # A replacement pod continues from the newest checkpoint pushed to the Hub.
+        training=config.training.model_copy(update={"resume_from_checkpoint": "auto"}),
+        max_length=config.data.max_length,
+        model_dtype=config.model.dtype,
+        device="cuda",
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    merge = MergeJobSpec(
+        base_model_path="base",
+        adapter_path="out/train/final",
+        is_adapter=config.training.adapter != "full",
+        output_dir=f"out/{MERGED_DIR}",
+        eval_path=train.eval_path,
+        train_path=train.train_path,
+        dtype=config.model.dtype,
+        device="cuda",
+        trust_remote_code=config.model.trust_remote_code,
+        max_length=min(config.data.max_length, MERGE_CHECK_MAX_LENGTH),
+    )
+    return {"train": train, "merge": merge}
+
+
+def stage_training_inputs(
+    api: Any,
+    config: PipelineConfig,
+    base_model_dir: str | Path,
+    train_path: str,
+    eval_path: str | None,
+    trainer_format: str,
+) -> str:
+    """Upload what the pod needs to a private dataset repo and return its id.
+
+    Args:
+        api: An ``HfApi`` with the run's token.
+        config: The run's configuration.
+        base_model_dir: Local folder of the base model.
+        train_path: The prepared training rows (JSONL).
+        eval_path: The prepared eval rows, or None.
+        trainer_format: Row format of the prepared files.
+
+    Returns:
+        The staging repo id.
+    """
+    repo_id = staging_repo_id(config)
+    specs = build_pod_specs(config)
+    train = specs["train"].model_copy(
+        update={
+            "trainer_format": trainer_format,
+            "eval_path": "data/eval.jsonl" if eval_path else None,
+        }
+    )
+    merge = specs["merge"].model_copy(update={"eval_path": train.eval_path})
+    with tempfile.TemporaryDirectory(prefix="tuneship-stage-") as tmp:
+        stage = Path(tmp)
+        (stage / "specs").mkdir()
+        (stage / "data").mkdir()
+        shutil.copytree(base_model_dir, stage / "base")
+        shutil.copy2(train_path, stage / "data" / "train.jsonl")
+        if eval_path:
+            shutil.copy2(eval_path, stage / "data" / "eval.jsonl")
+        (stage / "specs" / "train-spec.json").write_text(train.model_dump_json(indent=2))
+        (stage / "specs" / "merge-spec.json").write_text(merge.model_dump_json(indent=2))
+        plan = {"stages": list(STAGES), "checkpoint_repo": config.publish.repo_id}
+        (stage / PLAN_FILE).write_text(json.dumps(plan, indent=2))
+        _copy_source(stage / "src")
+        api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(stage),
+            commit_message=f"tuneship: inputs of run {config.name}",
+        )
+    return repo_id
+
+
+def training_pod_command() -> str:
+    """The pod's start command: fetch the staging repo, then run the staged tuneship.
+
+    Nothing secret is on it: the Hub token is the pod's ``HF_TOKEN`` variable.
+    """
+    fetch = (
+        "import os; from huggingface_hub import snapshot_download; "
+        f"snapshot_download(os.environ['{STAGING_REPO_ENV}'], repo_type='dataset', "
+        "local_dir='stage')"
+    )
+    script = (
+        "set -e; W=${TUNESHIP_POD_WORKDIR:-/workspace}/tuneship; mkdir -p $W; cd $W; "
+        "pip install -q 'huggingface_hub>=0.30'; "
+        f"python -c {shlex.quote(fetch)}; "
+        "pip install -q ./stage/src; "
+        "export PYTHONPATH=$W/stage/src; "
+        "exec python -m tuneship.compute.pod_job"
+    )
+    return f"bash -c {shlex.quote(script)}"
+
+
+def container_disk_gb(base_model_dir: str | Path, settings: RunPodComputeConfig) -> int:
+    """Container disk for the pod: the base x 3 (base, checkpoints, merged) + 30 GB."""
+    if settings.container_disk_gb is not None:
+        return settings.container_disk_gb
+    size = sum(f.stat().st_size for f in Path(base_model_dir).rglob("*") if f.is_file())
+    return int(size * 3 / 1e9) + 30
+
+
+def rent_training_pod(
+    client: RunPodClient,
+    *,
+    name: str,
+    options: Sequence[TrainingOption],
+    settings: RunPodComputeConfig,
+    env: dict[str, str],
+    disk_gb: int,
+    log: Callable[[str], None] = lambda _m: None,
+) -> tuple[dict[str, Any], TrainingOption]:
+    """Rent a pod on the first option with capacity (then the next, and so on).
+
+    Returns:
+        The created pod and the option it runs on.
+
+    Raises:
+        RunPodCapacityError: No option had capacity.
+    """
+    tried = []
+    for option in options:
+        gpu = str(option.runpod_gpu_id)
+        try:
+            pod = client.create_pod(
+                name=name,
+                image_name=settings.image,
+                gpu_type_id=gpu,
+                gpu_count=option.gpu_count,
+                cloud_type=settings.cloud_type,
+                container_disk_in_gb=disk_gb,
+                docker_args=training_pod_command(),
+                ports=f"{POD_STATUS_PORT}/http",
+                env=env,
+            )
+        except RunPodCapacityError:
+            log(f"no capacity for {option.gpu_count} x {gpu}; trying the next GPU type")
+            tried.append(gpu)
+            continue
+        return pod, option
+    raise RunPodCapacityError(
+        f"RunPod has no capacity for any fitting GPU type ({', '.join(tried)}); try "
+        "compute.runpod.cloud_type=ALL, other compute.runpod.gpu_types, or later"
+    )
+
+
+def _result_file(api: Any, repo_id: str, stage: str) -> Path | None:
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        return Path(
+            api.hf_hub_download(repo_id, f"{RESULTS_DIR}/{stage}.json", repo_type="dataset")
+        )
+    except EntryNotFoundError:
+        return None
+
+
+def wait_for_stage(
+    client: RunPodClient,
+    api: Any,
+    pod: TrainingPod,
+    stage: str,
+    *,
+    timeout_s: float,
+    poll_s: float = 5.0,
+) -> Any:
+    """Wait until the pod pushed ``stage``'s result; return it (or raise its error).
+
+    Raises:
+        ComputeError: The pod went away or exited without the result, or the time ran out.
+        TuneshipError: The stage failed on the pod (its own error type and message).
+    """
+    from tuneship.training.job import read_job_result
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = _result_file(api, pod.staging_repo, stage)
+        if found is not None:
+            return read_job_result(found, stage)
+        state = client.get_pod(pod.pod_id)
+        if state is None or state.get("desiredStatus") in ("EXITED", "TERMINATED"):
+            # The result may have landed between the two reads.
+            found = _result_file(api, pod.staging_repo, stage)
+            if found is not None:
+                return read_job_result(found, stage)
+            gone = "is gone" if state is None else "exited"
+            raise PodLostError(
+                f"training pod {pod.name} ({pod.pod_id}) {gone} before the {stage} stage "
+                "finished; see the pod's logs in the RunPod console"
+            )
+        if time.monotonic() > deadline:
+            raise ComputeError(
+                f"the {stage} stage on pod {pod.name} did not finish within {timeout_s:.0f} s"
+            )
+        time.sleep(poll_s)
+
+
+def download_merged_model(api: Any, repo_id: str, dest: Path) -> Path:
+    """Fetch the merged model the pod pushed to the staging repo into ``dest``."""
+    from huggingface_hub import snapshot_download
+
+    tmp = Path(
+        snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            allow_patterns=[f"{MERGED_DIR}/*"],
+            local_dir=str(dest.parent / "staging-download"),
+            token=getattr(api, "token", None),
+            endpoint=getattr(api, "endpoint", None),
+        )
+    )
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(tmp / MERGED_DIR), dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def pod_cost_usd(pod: TrainingPod, now: float | None = None) -> float:
+    """Price x time since rental (all GPUs): the cost so far."""
+    hours = ((now or time.time()) - pod.started_at) / 3600
+    return round(pod.usd_per_hour * hours, 4)
+
+
+def terminate_training_pods(client: RunPodClient, run_name: str) -> list[str]:
+    """Terminate every pod named ``tuneship-<run>-train`` (idempotent; hooks use it)."""
+    from tuneship.serving.runpod_base import terminate_pods
+
+    return terminate_pods(client, training_pod_name(run_name))
+
+
+def delete_staging(api: Any, repo_id: str) -> None:
+    """Delete the staging dataset repo (idempotent)."""
+    api.delete_repo(repo_id, repo_type="dataset", missing_ok=True)
