@@ -88,7 +88,7 @@ def test_run_names_and_tags_come_from_the_config() -> None:
 
 def test_the_config_form_wins_over_a_prefilled_config_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "run.yaml"
-    path.write_text("name: from-file\n", encoding="utf-8")
+    path.write_text("name: from-file\npublish:\n  repo_id: acme/from-file\n", encoding="utf-8")
     assert resolve_flow_config({"name": "from-form"}, str(path), None).name == "from-form"
     form = PipelineConfig(name="model-form")
     assert resolve_flow_config(form, str(path), ["training.max_steps=3"]).training.max_steps == 3
