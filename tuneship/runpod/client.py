@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import requests
 from pydantic import SecretStr
@@ -436,41 +436,15 @@ class RunPodClient:
                 return endpoint
         return None
 
-    def create_endpoint(
-        self,
-        *,
-        name: str,
-        template_id: str,
-        gpu_ids: str,
-        gpu_count: int,
-        workers_min: int,
-        workers_max: int,
-        idle_timeout: int,
-        scaler_type: str,
-        scaler_value: int,
-        flashboot: bool,
-        allowed_cuda_versions: str | None,
-        network_volume_id: str | None,
-    ) -> dict[str, Any]:
+    def create_endpoint(self, **spec: Unpack[EndpointSpec]) -> dict[str, Any]:
         """Create a serverless endpoint (``saveEndpoint`` without an id).
 
         Args:
-            gpu_ids: Comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
+            **spec: The endpoint's settings (see ``EndpointSpec``); ``gpu_ids`` are
+                comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
         """
-        fields = endpoint_fields(
-            name=name,
-            template_id=template_id,
-            gpu_ids=gpu_ids,
-            gpu_count=gpu_count,
-            workers_min=workers_min,
-            workers_max=workers_max,
-            idle_timeout=idle_timeout,
-            scaler_type=scaler_type,
-            scaler_value=scaler_value,
-            flashboot=flashboot,
-            allowed_cuda_versions=allowed_cuda_versions,
-            network_volume_id=network_volume_id,
-        )
+        fields = endpoint_fields(**spec)
+        name = spec["name"]
         saved = self._mutation(
             f"creating endpoint {name!r}", "saveEndpoint", fields, ENDPOINT_FIELDS
         )
@@ -713,38 +687,44 @@ def created_at(resource: dict[str, Any]) -> float | None:
         return None
 
 
-def endpoint_fields(
-    *,
-    name: str,
-    template_id: str,
-    gpu_ids: str,
-    gpu_count: int,
-    workers_min: int,
-    workers_max: int,
-    idle_timeout: int,
-    scaler_type: str,
-    scaler_value: int,
-    flashboot: bool,
-    allowed_cuda_versions: str | None,
-    network_volume_id: str | None,
-) -> dict[str, Any]:
+class EndpointSpec(TypedDict):
+    """A serverless endpoint's settings, as ``create_endpoint`` and ``endpoint_fields`` take them.
+
+    ``gpu_ids`` are comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
+    """
+
+    name: str
+    template_id: str
+    gpu_ids: str
+    gpu_count: int
+    workers_min: int
+    workers_max: int
+    idle_timeout: int
+    scaler_type: str
+    scaler_value: int
+    flashboot: bool
+    allowed_cuda_versions: str | None
+    network_volume_id: str | None
+
+
+def endpoint_fields(**spec: Unpack[EndpointSpec]) -> dict[str, Any]:
     """The full ``saveEndpoint`` input (RunPod replaces the whole endpoint on every save)."""
     fields: dict[str, Any] = {
-        "name": name,
-        "templateId": template_id,
-        "gpuIds": gpu_ids,
-        "gpuCount": int(gpu_count),
-        "workersMin": int(workers_min),
-        "workersMax": int(workers_max),
-        "idleTimeout": int(idle_timeout),
-        "scalerType": scaler_type,
-        "scalerValue": int(scaler_value),
-        "networkVolumeId": network_volume_id or "",
+        "name": spec["name"],
+        "templateId": spec["template_id"],
+        "gpuIds": spec["gpu_ids"],
+        "gpuCount": int(spec["gpu_count"]),
+        "workersMin": int(spec["workers_min"]),
+        "workersMax": int(spec["workers_max"]),
+        "idleTimeout": int(spec["idle_timeout"]),
+        "scalerType": spec["scaler_type"],
+        "scalerValue": int(spec["scaler_value"]),
+        "networkVolumeId": spec["network_volume_id"] or "",
         "locations": "",
-        "flashBootType": Enum("FLASHBOOT" if flashboot else "OFF"),
+        "flashBootType": Enum("FLASHBOOT" if spec["flashboot"] else "OFF"),
     }
-    if allowed_cuda_versions:
-        fields["allowedCudaVersions"] = allowed_cuda_versions
+    if spec["allowed_cuda_versions"]:
+        fields["allowedCudaVersions"] = spec["allowed_cuda_versions"]
     return fields
 
 

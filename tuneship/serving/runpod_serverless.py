@@ -20,7 +20,7 @@ from typing import Any
 
 from tuneship.config import ServeConfig
 from tuneship.errors import ConfigError, ServingError, TuneshipError
-from tuneship.runpod.client import RunPodClient, endpoint_fields
+from tuneship.runpod.client import EndpointSpec, RunPodClient, endpoint_fields
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
@@ -238,25 +238,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         cuda: list[str],
     ) -> str:
         rp = options.runpod
-        existing = client.find_endpoint(rname)
-        if existing is None:
-            created = client.create_endpoint(
-                name=rname,
-                template_id=template_id,
-                gpu_ids=",".join(plan.gpu_ids),
-                gpu_count=plan.gpu_count,
-                workers_min=rp.workers_min,
-                workers_max=rp.workers_max,
-                idle_timeout=rp.idle_timeout_s,
-                scaler_type=rp.scaler_type,
-                scaler_value=rp.scaler_value,
-                flashboot=rp.flashboot,
-                allowed_cuda_versions=",".join(cuda),
-                network_volume_id=rp.network_volume_id,
-            )
-            return str(created["id"])
-        # RunPod replaces the whole endpoint on a save: send every field.
-        fields = endpoint_fields(
+        spec = EndpointSpec(
             name=rname,
             template_id=template_id,
             gpu_ids=",".join(plan.gpu_ids),
@@ -270,6 +252,12 @@ class RunPodServerlessTarget(RunPodTargetBase):
             allowed_cuda_versions=",".join(cuda),
             network_volume_id=rp.network_volume_id,
         )
+        existing = client.find_endpoint(rname)
+        if existing is None:
+            created = client.create_endpoint(**spec)
+            return str(created["id"])
+        # RunPod replaces the whole endpoint on a save: send every field.
+        fields = endpoint_fields(**spec)
         client.update_endpoint(str(existing["id"]), fields)
         return str(existing["id"])
 
