@@ -41,8 +41,8 @@ from pydantic import Field, SecretStr
 from tuneship.config import VLLM_OPENAI_IMAGE, DockerServeConfig, ServeConfig, default_home
 from tuneship.errors import ServingError
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
-from tuneship.serving.base import Backend, DeploymentInfo
-from tuneship.serving.http import http_get
+from tuneship.serving.base import Backend, DeploymentInfo, describe_devices
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.local_vllm import (
     ServerStartError,
     extract_engine_errors,
@@ -688,20 +688,12 @@ class DockerTarget:
         """Whether the container runs and vLLM's ``/health`` answers 200."""
         if container_alive(deployment.registry_details()) is False:
             return False
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url)
 
     def describe(self, deployment: DeploymentInfo) -> str:
         """``container tuneship-x (image) on GPUs 0,1, log /path`` (or ``on the CPU``)."""
         assert isinstance(deployment, DockerDeploymentInfo)
-        where = (
-            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
-            if deployment.backend == "cuda"
-            else "the CPU"
-        )
+        where = describe_devices(deployment.backend, deployment.gpu_indices)
         engine = deployment.docker_host or "the default engine"
         return (
             f"container {deployment.container_name} ({deployment.image}) on {where} of "

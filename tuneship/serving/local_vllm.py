@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
-from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo
+from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo, describe_devices
 from tuneship.serving.engine import resolve_engine_command
-from tuneship.serving.http import http_get
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.placement import LocalPlan, plan_local_server
 from tuneship.serving.process import process_start_time, register_child, stop_process_group
 from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
@@ -379,20 +379,12 @@ class LocalVllmTarget:
 
     def health(self, deployment: DeploymentInfo) -> bool:
         """Whether vLLM's ``/health`` answers 200."""
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url)
 
     def describe(self, deployment: DeploymentInfo) -> str:
         """``pid 123 on GPUs 0,1, log /path`` (or ``on the CPU``)."""
         assert isinstance(deployment, LocalDeploymentInfo)
-        where = (
-            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
-            if deployment.backend == "cuda"
-            else "the CPU"
-        )
+        where = describe_devices(deployment.backend, deployment.gpu_indices)
         return f"pid {deployment.pid} on {where}, log {deployment.log_path}"
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:

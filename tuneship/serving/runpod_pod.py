@@ -34,7 +34,7 @@ from tuneship.runpod.specs import (
 )
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import DeploymentInfo
-from tuneship.serving.http import http_get
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.runpod_base import (
     POD_TARGET,
     RunPodDeploymentInfo,
@@ -318,11 +318,7 @@ class RunPodPodTarget(RunPodTargetBase):
 
     def health(self, deployment: DeploymentInfo) -> bool:
         """Whether vLLM's ``/health`` answers 200 through RunPod's proxy."""
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health")
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url, 10.0)
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Terminate the pod (idempotent).
