@@ -44,10 +44,7 @@ from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import Backend, DeploymentInfo, describe_devices
 from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.local_vllm import (
-    ServerStartError,
-    extract_engine_errors,
-    is_memory_error,
-    memory_suggestion,
+    start_failure,
     url_host,
 )
 from tuneship.serving.placement import LocalPlan, plan_local_server
@@ -656,20 +653,12 @@ class DockerTarget:
         log_path = Path(info.log_path) if info.log_path else None
         remove_container(client, info.container_id, log_path, timeout_s=10.0)
         text = log_path.read_text(encoding="utf-8", errors="replace") if log_path else ""
-        lines = extract_engine_errors(text)
-        if lines:
-            quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
-        else:
-            tail = [ln for ln in text.splitlines() if ln.strip()][-15:]
-            quoted = "last log lines:\n" + "\n".join(f"  {ln}" for ln in tail)
-        message = (
+        head = (
             f"deployment {info.name!r} (container {info.container_name}) of {info.model} "
-            f"failed: {reason}; the container was removed.\n{quoted}"
+            f"failed: {reason}; the container was removed."
         )
-        if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(plan)}"
-        message += f"\nFull log: {log_path}"
-        raise ServerStartError(message, log_path, lines)
+        # The container's log tail is quoted as Docker returns it.
+        raise start_failure(head, text, log_path, plan, strip_ansi=False)
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Stop and remove the deployment's container, saving its log; idempotent.

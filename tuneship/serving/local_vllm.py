@@ -144,6 +144,36 @@ def is_memory_error(lines: Sequence[str]) -> bool:
     return any(hint in text for hint in _MEMORY_HINTS)
 
 
+def start_failure(
+    head: str, log_text: str, log_path: Path | None, plan: LocalPlan, *, strip_ansi: bool = True
+) -> ServerStartError:
+    """Return the error for a server that did not start, for the caller to raise.
+
+    Args:
+        head: What failed, ending where the quoted log begins.
+        log_text: The server log (empty when there is none).
+        log_path: Where the full log is.
+        plan: The plan it was started with (for the memory suggestion).
+        strip_ansi: Remove colour codes from the log tail quoted when vLLM logged no error.
+
+    Returns:
+        The error with vLLM's own error lines (else the log's last 15 lines), a
+        suggestion after a memory error, and the log's path.
+    """
+    lines = extract_engine_errors(log_text)
+    if lines:
+        quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
+    else:
+        tail = [ln for ln in log_text.splitlines() if ln.strip()][-15:]
+        shown = [_ANSI.sub("", ln) if strip_ansi else ln for ln in tail]
+        quoted = "last log lines:\n" + "\n".join(f"  {ln}" for ln in shown)
+    message = f"{head}\n{quoted}"
+    if is_memory_error(lines):
+        message += f"\nSuggestion: {memory_suggestion(plan)}"
+    message += f"\nFull log: {log_path}"
+    return ServerStartError(message, log_path, lines)
+
+
 def memory_suggestion(plan: LocalPlan) -> str:
     """Return what to change after a memory error; the planner's advice when it has some."""
     if plan.backend == "cpu":
@@ -365,17 +395,9 @@ class LocalVllmTarget:
         self.stop(info)
         log_path = Path(info.log_path) if info.log_path else None
         text = _read_log(log_path) if log_path else ""
-        lines = extract_engine_errors(text)
-        if lines:
-            quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
-        else:
-            tail = [ln for ln in text.splitlines() if ln.strip()][-15:]
-            quoted = "last log lines:\n" + "\n".join(f"  {_ANSI.sub('', ln)}" for ln in tail)
-        message = f"deployment {info.name!r} of {info.model} failed: {reason}.\n{quoted}"
-        if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(plan)}"
-        message += f"\nFull log: {log_path}"
-        raise ServerStartError(message, log_path, lines)
+        raise start_failure(
+            f"deployment {info.name!r} of {info.model} failed: {reason}.", text, log_path, plan
+        )
 
     def health(self, deployment: DeploymentInfo) -> bool:
         """Whether vLLM's ``/health`` answers 200."""
