@@ -30,7 +30,6 @@ from tuneship.runpod.specs import (
     check_pod_image,
     plan_pod,
     pod_cuda_versions,
-    resource_name,
 )
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import DeploymentInfo
@@ -40,11 +39,10 @@ from tuneship.serving.runpod_base import (
     RunPodDeploymentInfo,
     RunPodTargetBase,
     cleanup_quietly,
-    hf_token_if_needed,
+    require_hub_id,
     runpod_vllm_options,
     terminate_pods,
 )
-from tuneship.serving.runpod_serverless import require_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +152,7 @@ class RunPodPodTarget(RunPodTargetBase):
         """
         rp = options.runpod
         check_pod_image(rp.pod_image)
-        model_id = require_hub_id(model)
-        plan = plan or self._plan or self.plan(model_id, options, name=name)
-        check_budget(plan, options)
-        token = self.hf_token
-        if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
-        client = self._client(options)
-        rname = resource_name(name)
+        model_id, plan, token, client, rname = self._start_deploy(model, options, name, plan)
         api_key = choose_api_key(options)
         key_file = self._key_file(name, api_key)
         env = {"VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}

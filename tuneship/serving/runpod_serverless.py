@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from tuneship.config import ServeConfig
-from tuneship.errors import ConfigError, ServingError, TuneshipError
+from tuneship.errors import ServingError, TuneshipError
 from tuneship.runpod.client import EndpointSpec, RunPodClient, endpoint_fields
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
     check_budget,
     plan_serverless,
-    resource_name,
     worker_cuda_versions,
 )
 from tuneship.serving.base import DeploymentInfo
@@ -36,7 +35,7 @@ from tuneship.serving.runpod_base import (
     RunPodTargetBase,
     cleanup_quietly,
     delete_endpoint_and_template,
-    hf_token_if_needed,
+    require_hub_id,
     runpod_vllm_options,
 )
 
@@ -68,21 +67,6 @@ def worker_env(
     if hf_token:
         env["HF_TOKEN"] = hf_token
     return env
-
-
-def require_hub_id(model: str | Path) -> str:
-    """RunPod downloads the model from the Hub: a local folder cannot be served there.
-
-    Raises:
-        ConfigError: ``model`` is a local path.
-    """
-    text = str(model)
-    if Path(text).expanduser().exists() or text.startswith(("/", "./", "../", "~")):
-        raise ConfigError(
-            f"{text} is a local folder; RunPod workers download models from the Hub. Publish "
-            "it first (publish.target: hub) and deploy the repo id"
-        )
-    return text
 
 
 def describe_health(health: dict[str, Any]) -> str:
@@ -159,14 +143,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         """
         rp = options.runpod
         cuda = worker_cuda_versions(rp.worker_image)
-        model_id = require_hub_id(model)
-        plan = plan or self._plan or self.plan(model_id, options, name=name)
-        check_budget(plan, options)
-        token = self.hf_token
-        if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
-        client = self._client(options)
-        rname = resource_name(name)
+        model_id, plan, token, client, rname = self._start_deploy(model, options, name, plan)
         env = worker_env(plan, options, hf_token=token)
         endpoint_id: str | None = None
         started = time.monotonic()
