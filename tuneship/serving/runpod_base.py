@@ -274,6 +274,7 @@ class RunPodTargetBase:
         self.hf_token = hf_token
         self.poll_interval_s = poll_interval_s
 
+    name: str
     record_type: type[DeploymentInfo] = RunPodDeploymentInfo
 
     def describe(self, deployment: DeploymentInfo) -> str:
@@ -291,6 +292,43 @@ class RunPodTargetBase:
         if self.client is None:
             self.client = RunPodClient.from_environment()
         return self.client
+
+    def _new_record(
+        self,
+        start: DeployStart,
+        options: ServeConfig,
+        *,
+        name: str,
+        url: str,
+        api_key: str,
+        model_name: str | None,
+        model_version: str | None,
+        **fields: Any,
+    ) -> RunPodDeploymentInfo:
+        """The deployment record with what every RunPod target fills the same way.
+
+        Args:
+            fields: The target's own fields (ids, image, GPUs, prices, budget).
+        """
+        plan = start.plan
+        return RunPodDeploymentInfo(
+            name=name,
+            target=self.name,
+            url=url,
+            served_model_name=plan.served_model_name,
+            api_key=api_key,
+            model=start.model_id,
+            model_name=model_name,
+            model_version=model_version,
+            backend="cuda",
+            tensor_parallel_size=plan.gpu_count,
+            max_model_len=plan.max_model_len,
+            gpu_memory_utilization=plan.gpu_memory_utilization,
+            resource_name=start.resource_name,
+            gpu_count=plan.gpu_count,
+            credentials_block=options.runpod.credentials_block,
+            **fields,
+        )
 
     def _start_deploy(
         self, model: str | Path, options: ServeConfig, name: str, plan: RunPodPlan | None

@@ -152,7 +152,8 @@ class RunPodPodTarget(RunPodTargetBase):
         """
         rp = options.runpod
         check_pod_image(rp.pod_image)
-        model_id, plan, token, client, rname = self._start_deploy(model, options, name, plan)
+        start = self._start_deploy(model, options, name, plan)
+        _, plan, token, client, rname = start
         api_key = choose_api_key(options)
         key_file = self._key_file(name, api_key)
         env = {"VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -174,28 +175,20 @@ class RunPodPodTarget(RunPodTargetBase):
                     client.terminate_pod(str(other["id"]))
             url = client.proxy_url(pod_id, POD_PORT) + "/v1"
             price = plan.usd_per_hour.get(gpu_id)
-            info = RunPodDeploymentInfo(
+            info = self._new_record(
+                start,
+                options,
                 name=name,
-                target=self.name,
                 url=url,
-                served_model_name=plan.served_model_name,
                 api_key=api_key,
-                api_key_file=str(key_file),
-                model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                backend="cuda",
-                tensor_parallel_size=plan.gpu_count,
-                max_model_len=plan.max_model_len,
-                gpu_memory_utilization=plan.gpu_memory_utilization,
-                resource_name=rname,
+                api_key_file=str(key_file),
                 pod_id=pod_id,
                 image=rp.pod_image,
                 gpu_ids=[gpu_id],
-                gpu_count=plan.gpu_count,
                 usd_per_hour=price,
                 budget_usd_per_hour=rp.budget_usd_per_hour,
-                credentials_block=rp.credentials_block,
             )
             log.info(
                 "pod %s (%s) on %d x %s; waiting for vLLM", rname, pod_id, plan.gpu_count, gpu_id

@@ -143,7 +143,8 @@ class RunPodServerlessTarget(RunPodTargetBase):
         """
         rp = options.runpod
         cuda = worker_cuda_versions(rp.worker_image)
-        model_id, plan, token, client, rname = self._start_deploy(model, options, name, plan)
+        start = self._start_deploy(model, options, name, plan)
+        _, plan, token, client, rname = start
         env = worker_env(plan, options, hf_token=token)
         endpoint_id: str | None = None
         started = time.monotonic()
@@ -160,31 +161,23 @@ class RunPodServerlessTarget(RunPodTargetBase):
             template_id = str(template["id"])
             endpoint_id = self._save_endpoint(client, rname, template_id, plan, options, cuda)
             url = client.openai_base_url(endpoint_id)
-            info = RunPodDeploymentInfo(
+            info = self._new_record(
+                start,
+                options,
                 name=name,
-                target=self.name,
                 url=url,
-                served_model_name=plan.served_model_name,
                 api_key=client.api_key.get_secret_value(),
-                model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                backend="cuda",
-                tensor_parallel_size=plan.gpu_count,
-                max_model_len=plan.max_model_len,
-                gpu_memory_utilization=plan.gpu_memory_utilization,
-                resource_name=rname,
                 endpoint_id=endpoint_id,
                 template_id=template_id,
                 image=rp.worker_image,
                 gpu_ids=plan.gpu_ids,
-                gpu_count=plan.gpu_count,
                 workers_min=rp.workers_min,
                 workers_max=rp.workers_max,
                 usd_per_second=plan.usd_per_second,
                 usd_per_hour=plan.worst_usd_per_hour,
                 budget_usd_per_day=rp.budget_usd_per_day,
-                credentials_block=rp.credentials_block,
             )
             log.info(
                 "endpoint %s (%s) created on %s; waiting for a worker",
