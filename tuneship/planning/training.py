@@ -23,6 +23,7 @@ the caching allocator fragments (seed 000: 10.67 GB reserved but unallocated at 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -257,7 +258,9 @@ def plan_training(
     Returns:
         The plan; ``peak_gib``/``parts`` are for one GPU, each option has its own.
     """
-    parts, trainable = training_memory_parts(
+    # One shape of run, sized for one GPU here and for each GPU count below.
+    parts_for = functools.partial(
+        training_memory_parts,
         facts,
         method,
         seq_len=seq_len,
@@ -265,6 +268,7 @@ def plan_training(
         gradient_checkpointing=gradient_checkpointing,
         lora_r=lora_r,
     )
+    parts, trainable = parts_for()
     peak = sum(parts.values())
     notes = []
     if method == "qlora":
@@ -285,15 +289,7 @@ def plan_training(
         for count in counts:
             if count > gpu.max_count:
                 continue
-            per_gpu, _ = training_memory_parts(
-                facts,
-                method,
-                seq_len=seq_len,
-                batch_size=batch_size,
-                gradient_checkpointing=gradient_checkpointing,
-                lora_r=lora_r,
-                gpu_count=count,
-            )
+            per_gpu, _ = parts_for(gpu_count=count)
             option_peak = sum(per_gpu.values())
             usable = gpu.total_gib * GIB * USABLE_FRACTION
             reasons = []

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import requests
 from pydantic import SecretStr
@@ -436,41 +436,15 @@ class RunPodClient:
                 return endpoint
         return None
 
-    def create_endpoint(
-        self,
-        *,
-        name: str,
-        template_id: str,
-        gpu_ids: str,
-        gpu_count: int,
-        workers_min: int,
-        workers_max: int,
-        idle_timeout: int,
-        scaler_type: str,
-        scaler_value: int,
-        flashboot: bool,
-        allowed_cuda_versions: str | None,
-        network_volume_id: str | None,
-    ) -> dict[str, Any]:
+    def create_endpoint(self, **spec: Unpack[EndpointSpec]) -> dict[str, Any]:
         """Create a serverless endpoint (``saveEndpoint`` without an id).
 
         Args:
-            gpu_ids: Comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
+            **spec: The endpoint's settings (see ``EndpointSpec``); ``gpu_ids`` are
+                comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
         """
-        fields = endpoint_fields(
-            name=name,
-            template_id=template_id,
-            gpu_ids=gpu_ids,
-            gpu_count=gpu_count,
-            workers_min=workers_min,
-            workers_max=workers_max,
-            idle_timeout=idle_timeout,
-            scaler_type=scaler_type,
-            scaler_value=scaler_value,
-            flashboot=flashboot,
-            allowed_cuda_versions=allowed_cuda_versions,
-            network_volume_id=network_volume_id,
-        )
+        fields = endpoint_fields(**spec)
+        name = spec["name"]
         saved = self._mutation(
             f"creating endpoint {name!r}", "saveEndpoint", fields, ENDPOINT_FIELDS
         )
@@ -573,21 +547,7 @@ class RunPodClient:
 
     # ------------------------------------------------------------------ pods
     def create_pod(
-        self,
-        *,
-        name: str,
-        image_name: str,
-        gpu_type_id: str,
-        gpu_count: int,
-        cloud_type: str,
-        container_disk_in_gb: int,
-        docker_args: str,
-        ports: str,
-        env: dict[str, str],
-        volume_in_gb: int = 0,
-        network_volume_id: str | None = None,
-        volume_mount_path: str = "/workspace",
-        allowed_cuda_versions: list[str] | None = None,
+        self, *, network_volume_id: str | None = None, **spec: Unpack[PodSpec]
     ) -> dict[str, Any]:
         """Rent an on-demand GPU pod (``podFindAndDeployOnDemand``).
 
@@ -598,71 +558,29 @@ class RunPodClient:
         Raises:
             RunPodCapacityError: No instance of ``gpu_type_id`` is free (nothing created).
         """
-        fields = _pod_fields(
-            name=name,
-            image_name=image_name,
-            gpu_type_id=gpu_type_id,
-            gpu_count=gpu_count,
-            cloud_type=cloud_type,
-            container_disk_in_gb=container_disk_in_gb,
-            docker_args=docker_args,
-            ports=ports,
-            env=env,
-            volume_in_gb=volume_in_gb,
-            volume_mount_path=volume_mount_path,
-            allowed_cuda_versions=allowed_cuda_versions,
-        )
+        fields = _pod_fields(spec)
         fields["startSsh"] = False
         fields["supportPublicIp"] = True
         if network_volume_id:
             fields["networkVolumeId"] = network_volume_id
         pod = self._mutation(
-            f"renting a {gpu_count} x {gpu_type_id} pod {name!r}",
+            f"renting a {spec['gpu_count']} x {spec['gpu_type_id']} pod {spec['name']!r}",
             "podFindAndDeployOnDemand",
             fields,
             "id imageName env machineId machine { podHostId }",
         )
         return dict(pod)
 
-    def create_spot_pod(
-        self,
-        *,
-        name: str,
-        image_name: str,
-        gpu_type_id: str,
-        gpu_count: int,
-        bid_per_gpu: float,
-        cloud_type: str,
-        container_disk_in_gb: int,
-        docker_args: str,
-        ports: str,
-        env: dict[str, str],
-        volume_in_gb: int = 0,
-        volume_mount_path: str = "/workspace",
-        allowed_cuda_versions: list[str] | None = None,
-    ) -> dict[str, Any]:
+    def create_spot_pod(self, *, bid_per_gpu: float, **spec: Unpack[PodSpec]) -> dict[str, Any]:
         """Rent an interruptible (spot) pod (``podRentInterruptable``).
 
         Spot pods are stopped without notice when outbid; use them only for work that
         can restart.
         """
-        fields = _pod_fields(
-            name=name,
-            image_name=image_name,
-            gpu_type_id=gpu_type_id,
-            gpu_count=gpu_count,
-            cloud_type=cloud_type,
-            container_disk_in_gb=container_disk_in_gb,
-            docker_args=docker_args,
-            ports=ports,
-            env=env,
-            volume_in_gb=volume_in_gb,
-            volume_mount_path=volume_mount_path,
-            allowed_cuda_versions=allowed_cuda_versions,
-        )
+        fields = _pod_fields(spec)
         fields = {"bidPerGpu": float(bid_per_gpu), **fields}
         pod = self._mutation(
-            f"renting a spot {gpu_count} x {gpu_type_id} pod {name!r}",
+            f"renting a spot {spec['gpu_count']} x {spec['gpu_type_id']} pod {spec['name']!r}",
             "podRentInterruptable",
             fields,
             "id imageName env machineId machine { podHostId }",
@@ -713,73 +631,87 @@ def created_at(resource: dict[str, Any]) -> float | None:
         return None
 
 
-def endpoint_fields(
-    *,
-    name: str,
-    template_id: str,
-    gpu_ids: str,
-    gpu_count: int,
-    workers_min: int,
-    workers_max: int,
-    idle_timeout: int,
-    scaler_type: str,
-    scaler_value: int,
-    flashboot: bool,
-    allowed_cuda_versions: str | None,
-    network_volume_id: str | None,
-) -> dict[str, Any]:
+class EndpointSpec(TypedDict):
+    """A serverless endpoint's settings, as ``create_endpoint`` and ``endpoint_fields`` take them.
+
+    ``gpu_ids`` are comma-separated GPU pool ids (``AMPERE_24,ADA_24``), never GPU type names.
+    """
+
+    name: str
+    template_id: str
+    gpu_ids: str
+    gpu_count: int
+    workers_min: int
+    workers_max: int
+    idle_timeout: int
+    scaler_type: str
+    scaler_value: int
+    flashboot: bool
+    allowed_cuda_versions: str | None
+    network_volume_id: str | None
+
+
+def endpoint_fields(**spec: Unpack[EndpointSpec]) -> dict[str, Any]:
     """The full ``saveEndpoint`` input (RunPod replaces the whole endpoint on every save)."""
     fields: dict[str, Any] = {
-        "name": name,
-        "templateId": template_id,
-        "gpuIds": gpu_ids,
-        "gpuCount": int(gpu_count),
-        "workersMin": int(workers_min),
-        "workersMax": int(workers_max),
-        "idleTimeout": int(idle_timeout),
-        "scalerType": scaler_type,
-        "scalerValue": int(scaler_value),
-        "networkVolumeId": network_volume_id or "",
+        "name": spec["name"],
+        "templateId": spec["template_id"],
+        "gpuIds": spec["gpu_ids"],
+        "gpuCount": int(spec["gpu_count"]),
+        "workersMin": int(spec["workers_min"]),
+        "workersMax": int(spec["workers_max"]),
+        "idleTimeout": int(spec["idle_timeout"]),
+        "scalerType": spec["scaler_type"],
+        "scalerValue": int(spec["scaler_value"]),
+        "networkVolumeId": spec["network_volume_id"] or "",
         "locations": "",
-        "flashBootType": Enum("FLASHBOOT" if flashboot else "OFF"),
+        "flashBootType": Enum("FLASHBOOT" if spec["flashboot"] else "OFF"),
     }
-    if allowed_cuda_versions:
-        fields["allowedCudaVersions"] = allowed_cuda_versions
+    if spec["allowed_cuda_versions"]:
+        fields["allowedCudaVersions"] = spec["allowed_cuda_versions"]
     return fields
 
 
-def _pod_fields(
-    *,
-    name: str,
-    image_name: str,
-    gpu_type_id: str,
-    gpu_count: int,
-    cloud_type: str,
-    container_disk_in_gb: int,
-    docker_args: str,
-    ports: str,
-    env: dict[str, str],
-    volume_in_gb: int,
-    volume_mount_path: str,
-    allowed_cuda_versions: list[str] | None,
-) -> dict[str, Any]:
+class PodSpec(TypedDict):
+    """A pod's settings, as ``create_pod`` and ``create_spot_pod`` take them.
+
+    ``allowed_cuda_versions`` are the host CUDA versions the image runs on (e.g.
+    ``["13.0"]``); left out or None lets RunPod pick any host.
+    """
+
+    name: str
+    image_name: str
+    gpu_type_id: str
+    gpu_count: int
+    cloud_type: str
+    container_disk_in_gb: int
+    docker_args: str
+    ports: str
+    env: dict[str, str]
+    volume_in_gb: NotRequired[int]
+    volume_mount_path: NotRequired[str]
+    allowed_cuda_versions: NotRequired[list[str] | None]
+
+
+def _pod_fields(spec: PodSpec) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "name": name,
-        "imageName": image_name,
-        "gpuTypeId": gpu_type_id,
-        "gpuCount": int(gpu_count),
-        "cloudType": Enum(cloud_type),
-        "containerDiskInGb": int(container_disk_in_gb),
-        "volumeInGb": int(volume_in_gb),
+        "name": spec["name"],
+        "imageName": spec["image_name"],
+        "gpuTypeId": spec["gpu_type_id"],
+        "gpuCount": int(spec["gpu_count"]),
+        "cloudType": Enum(spec["cloud_type"]),
+        "containerDiskInGb": int(spec["container_disk_in_gb"]),
+        "volumeInGb": int(spec.get("volume_in_gb", 0)),
         "minVcpuCount": 1,
         "minMemoryInGb": 1,
-        "dockerArgs": docker_args,
-        "ports": ports,
-        "volumeMountPath": volume_mount_path,
-        "env": env_list(stamp_created(name, env)),
+        "dockerArgs": spec["docker_args"],
+        "ports": spec["ports"],
+        "volumeMountPath": spec.get("volume_mount_path", "/workspace"),
+        "env": env_list(stamp_created(spec["name"], spec["env"])),
     }
-    if allowed_cuda_versions:
-        fields["allowedCudaVersions"] = list(allowed_cuda_versions)
+    cuda = spec.get("allowed_cuda_versions")
+    if cuda:
+        fields["allowedCudaVersions"] = list(cuda)
     return fields
 
 

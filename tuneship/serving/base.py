@@ -100,6 +100,11 @@ class LocalDeploymentInfo(DeploymentInfo):
     )
 
 
+def describe_devices(backend: Backend, gpu_indices: list[int]) -> str:
+    """``GPUs 0,1`` on the CUDA backend, ``the CPU`` otherwise (for a target's ``describe``)."""
+    return f"GPUs {','.join(map(str, gpu_indices))}" if backend == "cuda" else "the CPU"
+
+
 @runtime_checkable
 class ServingTarget(Protocol):
     """A place a model can be served from (a local vLLM process, a rented endpoint...).

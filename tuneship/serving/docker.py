@@ -41,13 +41,10 @@ from pydantic import Field, SecretStr
 from tuneship.config import VLLM_OPENAI_IMAGE, DockerServeConfig, ServeConfig, default_home
 from tuneship.errors import ServingError
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
-from tuneship.serving.base import Backend, DeploymentInfo
-from tuneship.serving.http import http_get
+from tuneship.serving.base import Backend, DeploymentInfo, describe_devices
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.local_vllm import (
-    ServerStartError,
-    extract_engine_errors,
-    is_memory_error,
-    memory_suggestion,
+    start_failure,
     url_host,
 )
 from tuneship.serving.placement import LocalPlan, plan_local_server
@@ -656,20 +653,12 @@ class DockerTarget:
         log_path = Path(info.log_path) if info.log_path else None
         remove_container(client, info.container_id, log_path, timeout_s=10.0)
         text = log_path.read_text(encoding="utf-8", errors="replace") if log_path else ""
-        lines = extract_engine_errors(text)
-        if lines:
-            quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
-        else:
-            tail = [ln for ln in text.splitlines() if ln.strip()][-15:]
-            quoted = "last log lines:\n" + "\n".join(f"  {ln}" for ln in tail)
-        message = (
+        head = (
             f"deployment {info.name!r} (container {info.container_name}) of {info.model} "
-            f"failed: {reason}; the container was removed.\n{quoted}"
+            f"failed: {reason}; the container was removed."
         )
-        if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(plan)}"
-        message += f"\nFull log: {log_path}"
-        raise ServerStartError(message, log_path, lines)
+        # The container's log tail is quoted as Docker returns it.
+        raise start_failure(head, text, log_path, plan, strip_ansi=False)
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Stop and remove the deployment's container, saving its log; idempotent.
@@ -688,20 +677,12 @@ class DockerTarget:
         """Whether the container runs and vLLM's ``/health`` answers 200."""
         if container_alive(deployment.registry_details()) is False:
             return False
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url)
 
     def describe(self, deployment: DeploymentInfo) -> str:
         """``container tuneship-x (image) on GPUs 0,1, log /path`` (or ``on the CPU``)."""
         assert isinstance(deployment, DockerDeploymentInfo)
-        where = (
-            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
-            if deployment.backend == "cuda"
-            else "the CPU"
-        )
+        where = describe_devices(deployment.backend, deployment.gpu_indices)
         engine = deployment.docker_host or "the default engine"
         return (
             f"container {deployment.container_name} ({deployment.image}) on {where} of "

@@ -20,3 +20,20 @@ def http_get(url: str, api_key: str | None = None, timeout_s: float = 10.0) -> t
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def vllm_healthy(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether vLLM's ``/health`` answers 200.
+
+    Args:
+        url: The deployment's OpenAI base URL (ending in ``/v1``); ``/health`` sits beside it.
+        timeout_s: How long to wait for the answer.
+
+    Returns:
+        False also when the server cannot be reached (a stopped server is not healthy).
+    """
+    try:
+        status, _ = http_get(url.removesuffix("/v1") + "/health", None, timeout_s)
+    except OSError:
+        return False
+    return status == 200

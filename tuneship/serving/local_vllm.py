@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from tuneship.config import ServeConfig, default_home
 from tuneship.errors import ServingError
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
-from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo
+from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo, describe_devices
 from tuneship.serving.engine import resolve_engine_command
-from tuneship.serving.http import http_get
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.placement import LocalPlan, plan_local_server
 from tuneship.serving.process import process_start_time, register_child, stop_process_group
 from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
@@ -142,6 +142,36 @@ def is_memory_error(lines: Sequence[str]) -> bool:
     """Return whether vLLM's error lines say memory ran out (weights, KV cache, RAM)."""
     text = "\n".join(lines).lower()
     return any(hint in text for hint in _MEMORY_HINTS)
+
+
+def start_failure(
+    head: str, log_text: str, log_path: Path | None, plan: LocalPlan, *, strip_ansi: bool = True
+) -> ServerStartError:
+    """Return the error for a server that did not start, for the caller to raise.
+
+    Args:
+        head: What failed, ending where the quoted log begins.
+        log_text: The server log (empty when there is none).
+        log_path: Where the full log is.
+        plan: The plan it was started with (for the memory suggestion).
+        strip_ansi: Remove colour codes from the log tail quoted when vLLM logged no error.
+
+    Returns:
+        The error with vLLM's own error lines (else the log's last 15 lines), a
+        suggestion after a memory error, and the log's path.
+    """
+    lines = extract_engine_errors(log_text)
+    if lines:
+        quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
+    else:
+        tail = [ln for ln in log_text.splitlines() if ln.strip()][-15:]
+        shown = [_ANSI.sub("", ln) if strip_ansi else ln for ln in tail]
+        quoted = "last log lines:\n" + "\n".join(f"  {ln}" for ln in shown)
+    message = f"{head}\n{quoted}"
+    if is_memory_error(lines):
+        message += f"\nSuggestion: {memory_suggestion(plan)}"
+    message += f"\nFull log: {log_path}"
+    return ServerStartError(message, log_path, lines)
 
 
 def memory_suggestion(plan: LocalPlan) -> str:
@@ -365,34 +395,18 @@ class LocalVllmTarget:
         self.stop(info)
         log_path = Path(info.log_path) if info.log_path else None
         text = _read_log(log_path) if log_path else ""
-        lines = extract_engine_errors(text)
-        if lines:
-            quoted = "vLLM said:\n" + "\n".join(f"  {line}" for line in lines)
-        else:
-            tail = [ln for ln in text.splitlines() if ln.strip()][-15:]
-            quoted = "last log lines:\n" + "\n".join(f"  {_ANSI.sub('', ln)}" for ln in tail)
-        message = f"deployment {info.name!r} of {info.model} failed: {reason}.\n{quoted}"
-        if is_memory_error(lines):
-            message += f"\nSuggestion: {memory_suggestion(plan)}"
-        message += f"\nFull log: {log_path}"
-        raise ServerStartError(message, log_path, lines)
+        raise start_failure(
+            f"deployment {info.name!r} of {info.model} failed: {reason}.", text, log_path, plan
+        )
 
     def health(self, deployment: DeploymentInfo) -> bool:
         """Whether vLLM's ``/health`` answers 200."""
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health", None, 5.0)
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url)
 
     def describe(self, deployment: DeploymentInfo) -> str:
         """``pid 123 on GPUs 0,1, log /path`` (or ``on the CPU``)."""
         assert isinstance(deployment, LocalDeploymentInfo)
-        where = (
-            f"GPUs {','.join(map(str, deployment.gpu_indices))}"
-            if deployment.backend == "cuda"
-            else "the CPU"
-        )
+        where = describe_devices(deployment.backend, deployment.gpu_indices)
         return f"pid {deployment.pid} on {where}, log {deployment.log_path}"
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from pydantic import Field, SecretStr
 
 from tuneship.config import ServeConfig
-from tuneship.errors import ServingError, TuneshipError
+from tuneship.errors import ConfigError, ServingError, TuneshipError
 from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.errors import RunPodApiError
-from tuneship.runpod.specs import RunPodPlan
+from tuneship.runpod.specs import RunPodPlan, check_budget, resource_name
 from tuneship.serving.base import DeploymentInfo
 from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
 
@@ -205,6 +206,21 @@ def runpod_vllm_options(plan: RunPodPlan, options: ServeConfig) -> VllmOptions:
     )
 
 
+def require_hub_id(model: str | Path) -> str:
+    """RunPod downloads the model from the Hub: a local folder cannot be served there.
+
+    Raises:
+        ConfigError: ``model`` is a local path.
+    """
+    text = str(model)
+    if Path(text).expanduser().exists() or text.startswith(("/", "./", "../", "~")):
+        raise ConfigError(
+            f"{text} is a local folder; RunPod workers download models from the Hub. Publish "
+            "it first (publish.target: hub) and deploy the repo id"
+        )
+    return text
+
+
 def cleanup_quietly(what: str, cleanup: Any) -> None:
     """Run a cleanup after a failure; log its own failure instead of hiding the first one."""
     try:
@@ -213,6 +229,16 @@ def cleanup_quietly(what: str, cleanup: Any) -> None:
             log.info("cleaned up after the failure of %s: %s", what, ", ".join(done))
     except TuneshipError as exc:
         log.error("cleanup after the failure of %s failed: %s", what, exc)
+
+
+class DeployStart(NamedTuple):
+    """The checked inputs of a RunPod deploy (see ``RunPodTargetBase._start_deploy``)."""
+
+    model_id: str
+    plan: RunPodPlan
+    hf_token: str | None
+    client: RunPodClient
+    resource_name: str
 
 
 class RunPodTargetBase:
@@ -248,6 +274,7 @@ class RunPodTargetBase:
         self.hf_token = hf_token
         self.poll_interval_s = poll_interval_s
 
+    name: str
     record_type: type[DeploymentInfo] = RunPodDeploymentInfo
 
     def describe(self, deployment: DeploymentInfo) -> str:
@@ -257,7 +284,65 @@ class RunPodTargetBase:
         gpus = ", ".join(deployment.gpu_ids) or "-"
         return f"{deployment.resource_name} on {deployment.gpu_count} x {gpus}{price}"
 
+    def plan(self, model: str | Path, options: ServeConfig, *, name: str) -> RunPodPlan:
+        """Plan the deployment (each RunPod target plans its own way)."""
+        raise NotImplementedError
+
     def _client(self, options: ServeConfig) -> RunPodClient:
         if self.client is None:
             self.client = RunPodClient.from_environment()
         return self.client
+
+    def _new_record(
+        self,
+        start: DeployStart,
+        options: ServeConfig,
+        *,
+        name: str,
+        url: str,
+        api_key: str,
+        model_name: str | None,
+        model_version: str | None,
+        **fields: Any,
+    ) -> RunPodDeploymentInfo:
+        """The deployment record with what every RunPod target fills the same way.
+
+        Args:
+            fields: The target's own fields (ids, image, GPUs, prices, budget).
+        """
+        plan = start.plan
+        return RunPodDeploymentInfo(
+            name=name,
+            target=self.name,
+            url=url,
+            served_model_name=plan.served_model_name,
+            api_key=api_key,
+            model=start.model_id,
+            model_name=model_name,
+            model_version=model_version,
+            backend="cuda",
+            tensor_parallel_size=plan.gpu_count,
+            max_model_len=plan.max_model_len,
+            gpu_memory_utilization=plan.gpu_memory_utilization,
+            resource_name=start.resource_name,
+            gpu_count=plan.gpu_count,
+            credentials_block=options.runpod.credentials_block,
+            **fields,
+        )
+
+    def _start_deploy(
+        self, model: str | Path, options: ServeConfig, name: str, plan: RunPodPlan | None
+    ) -> DeployStart:
+        """What every RunPod deploy does before it creates anything.
+
+        Raises:
+            ConfigError: ``model`` is a local folder.
+            PlanningError, RunPodBudgetError: Nothing fits, or over budget.
+        """
+        model_id = require_hub_id(model)
+        plan = plan or self._plan or self.plan(model_id, options, name=name)
+        check_budget(plan, options)
+        token = self.hf_token
+        if token is None:
+            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
+        return DeployStart(model_id, plan, token, self._client(options), resource_name(name))

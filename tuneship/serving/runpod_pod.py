@@ -30,21 +30,19 @@ from tuneship.runpod.specs import (
     check_pod_image,
     plan_pod,
     pod_cuda_versions,
-    resource_name,
 )
 from tuneship.serving.api_keys import choose_api_key, write_api_key_file
 from tuneship.serving.base import DeploymentInfo
-from tuneship.serving.http import http_get
+from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.runpod_base import (
     POD_TARGET,
     RunPodDeploymentInfo,
     RunPodTargetBase,
     cleanup_quietly,
-    hf_token_if_needed,
+    require_hub_id,
     runpod_vllm_options,
     terminate_pods,
 )
-from tuneship.serving.runpod_serverless import require_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +152,8 @@ class RunPodPodTarget(RunPodTargetBase):
         """
         rp = options.runpod
         check_pod_image(rp.pod_image)
-        model_id = require_hub_id(model)
-        plan = plan or self._plan or self.plan(model_id, options, name=name)
-        check_budget(plan, options)
-        token = self.hf_token
-        if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
-        client = self._client(options)
-        rname = resource_name(name)
+        start = self._start_deploy(model, options, name, plan)
+        _, plan, token, client, rname = start
         api_key = choose_api_key(options)
         key_file = self._key_file(name, api_key)
         env = {"VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -183,28 +175,20 @@ class RunPodPodTarget(RunPodTargetBase):
                     client.terminate_pod(str(other["id"]))
             url = client.proxy_url(pod_id, POD_PORT) + "/v1"
             price = plan.usd_per_hour.get(gpu_id)
-            info = RunPodDeploymentInfo(
+            info = self._new_record(
+                start,
+                options,
                 name=name,
-                target=self.name,
                 url=url,
-                served_model_name=plan.served_model_name,
                 api_key=api_key,
-                api_key_file=str(key_file),
-                model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                backend="cuda",
-                tensor_parallel_size=plan.gpu_count,
-                max_model_len=plan.max_model_len,
-                gpu_memory_utilization=plan.gpu_memory_utilization,
-                resource_name=rname,
+                api_key_file=str(key_file),
                 pod_id=pod_id,
                 image=rp.pod_image,
                 gpu_ids=[gpu_id],
-                gpu_count=plan.gpu_count,
                 usd_per_hour=price,
                 budget_usd_per_hour=rp.budget_usd_per_hour,
-                credentials_block=rp.credentials_block,
             )
             log.info(
                 "pod %s (%s) on %d x %s; waiting for vLLM", rname, pod_id, plan.gpu_count, gpu_id
@@ -318,11 +302,7 @@ class RunPodPodTarget(RunPodTargetBase):
 
     def health(self, deployment: DeploymentInfo) -> bool:
         """Whether vLLM's ``/health`` answers 200 through RunPod's proxy."""
-        try:
-            status, _ = http_get(deployment.url.removesuffix("/v1") + "/health")
-        except OSError:
-            return False
-        return status == 200
+        return vllm_healthy(deployment.url, 10.0)
 
     def stop(self, deployment: DeploymentInfo, timeout_s: float = 30.0) -> None:
         """Terminate the pod (idempotent).

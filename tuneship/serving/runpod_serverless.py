@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from tuneship.config import ServeConfig
-from tuneship.errors import ConfigError, ServingError, TuneshipError
-from tuneship.runpod.client import RunPodClient, endpoint_fields
+from tuneship.errors import ServingError, TuneshipError
+from tuneship.runpod.client import EndpointSpec, RunPodClient, endpoint_fields
 from tuneship.runpod.errors import QueueStuckError
 from tuneship.runpod.specs import (
     RunPodPlan,
     check_budget,
     plan_serverless,
-    resource_name,
     worker_cuda_versions,
 )
 from tuneship.serving.base import DeploymentInfo
@@ -36,7 +35,7 @@ from tuneship.serving.runpod_base import (
     RunPodTargetBase,
     cleanup_quietly,
     delete_endpoint_and_template,
-    hf_token_if_needed,
+    require_hub_id,
     runpod_vllm_options,
 )
 
@@ -68,21 +67,6 @@ def worker_env(
     if hf_token:
         env["HF_TOKEN"] = hf_token
     return env
-
-
-def require_hub_id(model: str | Path) -> str:
-    """RunPod downloads the model from the Hub: a local folder cannot be served there.
-
-    Raises:
-        ConfigError: ``model`` is a local path.
-    """
-    text = str(model)
-    if Path(text).expanduser().exists() or text.startswith(("/", "./", "../", "~")):
-        raise ConfigError(
-            f"{text} is a local folder; RunPod workers download models from the Hub. Publish "
-            "it first (publish.target: hub) and deploy the repo id"
-        )
-    return text
 
 
 def describe_health(health: dict[str, Any]) -> str:
@@ -159,14 +143,8 @@ class RunPodServerlessTarget(RunPodTargetBase):
         """
         rp = options.runpod
         cuda = worker_cuda_versions(rp.worker_image)
-        model_id = require_hub_id(model)
-        plan = plan or self._plan or self.plan(model_id, options, name=name)
-        check_budget(plan, options)
-        token = self.hf_token
-        if token is None:
-            token = hf_token_if_needed(model_id, plan.revision, self.hub_token)
-        client = self._client(options)
-        rname = resource_name(name)
+        start = self._start_deploy(model, options, name, plan)
+        _, plan, token, client, rname = start
         env = worker_env(plan, options, hf_token=token)
         endpoint_id: str | None = None
         started = time.monotonic()
@@ -183,31 +161,23 @@ class RunPodServerlessTarget(RunPodTargetBase):
             template_id = str(template["id"])
             endpoint_id = self._save_endpoint(client, rname, template_id, plan, options, cuda)
             url = client.openai_base_url(endpoint_id)
-            info = RunPodDeploymentInfo(
+            info = self._new_record(
+                start,
+                options,
                 name=name,
-                target=self.name,
                 url=url,
-                served_model_name=plan.served_model_name,
                 api_key=client.api_key.get_secret_value(),
-                model=model_id,
                 model_name=model_name,
                 model_version=model_version,
-                backend="cuda",
-                tensor_parallel_size=plan.gpu_count,
-                max_model_len=plan.max_model_len,
-                gpu_memory_utilization=plan.gpu_memory_utilization,
-                resource_name=rname,
                 endpoint_id=endpoint_id,
                 template_id=template_id,
                 image=rp.worker_image,
                 gpu_ids=plan.gpu_ids,
-                gpu_count=plan.gpu_count,
                 workers_min=rp.workers_min,
                 workers_max=rp.workers_max,
                 usd_per_second=plan.usd_per_second,
                 usd_per_hour=plan.worst_usd_per_hour,
                 budget_usd_per_day=rp.budget_usd_per_day,
-                credentials_block=rp.credentials_block,
             )
             log.info(
                 "endpoint %s (%s) created on %s; waiting for a worker",
@@ -238,25 +208,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         cuda: list[str],
     ) -> str:
         rp = options.runpod
-        existing = client.find_endpoint(rname)
-        if existing is None:
-            created = client.create_endpoint(
-                name=rname,
-                template_id=template_id,
-                gpu_ids=",".join(plan.gpu_ids),
-                gpu_count=plan.gpu_count,
-                workers_min=rp.workers_min,
-                workers_max=rp.workers_max,
-                idle_timeout=rp.idle_timeout_s,
-                scaler_type=rp.scaler_type,
-                scaler_value=rp.scaler_value,
-                flashboot=rp.flashboot,
-                allowed_cuda_versions=",".join(cuda),
-                network_volume_id=rp.network_volume_id,
-            )
-            return str(created["id"])
-        # RunPod replaces the whole endpoint on a save: send every field.
-        fields = endpoint_fields(
+        spec = EndpointSpec(
             name=rname,
             template_id=template_id,
             gpu_ids=",".join(plan.gpu_ids),
@@ -270,6 +222,12 @@ class RunPodServerlessTarget(RunPodTargetBase):
             allowed_cuda_versions=",".join(cuda),
             network_volume_id=rp.network_volume_id,
         )
+        existing = client.find_endpoint(rname)
+        if existing is None:
+            created = client.create_endpoint(**spec)
+            return str(created["id"])
+        # RunPod replaces the whole endpoint on a save: send every field.
+        fields = endpoint_fields(**spec)
         client.update_endpoint(str(existing["id"]), fields)
         return str(existing["id"])
 

@@ -8,7 +8,9 @@ same way; greedy decoding would make some small models answer with blank lines o
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import cast
 
 from pydantic import BaseModel, Field
 
@@ -79,17 +81,20 @@ def run_smoke_test(
         messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": prompt})
     try:
-        started = time.perf_counter()
-        reply = client.chat.completions.create(
+        # The same request twice, plain then streamed. vLLM's min_tokens: end-of-sequence is
+        # not allowed as the first token, so an empty answer means a broken endpoint, not a
+        # barely trained model that stops.
+        chat = functools.partial(
+            client.chat.completions.create,
             model=model,
             messages=messages,
             max_tokens=max_tokens,
             temperature=temperature,
             seed=0,
-            # vLLM's min_tokens: end-of-sequence is not allowed as the first token, so an
-            # empty answer means a broken endpoint, not a barely trained model that stops.
             extra_body=MIN_TOKENS,
         )
+        started = time.perf_counter()
+        reply = chat()
         latency = time.perf_counter() - started
         answer = (reply.choices[0].message.content or "") if reply.choices else ""
         finish = reply.choices[0].finish_reason if reply.choices else None
@@ -103,15 +108,10 @@ def run_smoke_test(
         first_token: float | None = None
         parts: list[str] = []
         stream_tokens: int | None = None
-        stream = client.chat.completions.create(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=0,
-            extra_body=MIN_TOKENS,
-            stream=True,
-            stream_options={"include_usage": True},
+        # mypy cannot pick create()'s streaming overload through partial; this is it.
+        stream = cast(
+            "openai.Stream[openai.types.chat.ChatCompletionChunk]",
+            chat(stream=True, stream_options={"include_usage": True}),
         )
         for chunk in stream:
             if chunk.usage is not None:
