@@ -25,7 +25,11 @@ start() {
         exit 1
     }
     mkdir -p "$dir/data" "$dir/exec"
+    started=""
     if ! running; then
+        # A pid file left by an engine that was killed (a machine that stopped, a CI job
+        # that was cancelled) names a dead process; it must not be read as this start's.
+        rm -f "$pidfile"
         # A short exec root: containerd's socket paths must stay under 108 bytes. Keyed by
         # the state folder, so two engines with different folders never share one.
         exec_root="/tmp/tuneship-dockerd-$(printf %s "$dir" | sha256sum | cut -c1-10)"
@@ -34,6 +38,7 @@ start() {
         # the kernel allows no iptables (nested containers); try with it first.
         setsid dockerd --data-root "$dir/data" --exec-root "$exec_root" --pidfile "$pidfile" \
             -H "$host" ${TUNESHIP_DOCKERD_ARGS:-} >"$log" 2>&1 </dev/null &
+        started=$!
     fi
     for _ in $(seq 1 120); do
         if DOCKER_HOST="$host" docker version >/dev/null 2>&1; then
@@ -42,7 +47,8 @@ start() {
             echo "export DOCKER_HOST=$host"
             return 0
         fi
-        if [[ -f "$pidfile" ]] && ! running; then break; fi
+        # Give up early only when the engine this call started has exited.
+        if [[ -n "$started" ]] && ! kill -0 "$started" 2>/dev/null; then break; fi
         sleep 0.5
     done
     echo "dockerd did not start; its log ($log) ends with:" >&2
