@@ -150,7 +150,8 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
     monkeypatch.setenv("HF_TOKEN", token)
     fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
     _pods_run_for_real(fake_runpod, fake_hub, tmp_path)
-    fake_runpod.capacity = {"NVIDIA L4"}  # the cheapest fitting type is full: next one
+    # The cheapest fitting type (24 GB types tie at one price; ids break the tie) is full.
+    fake_runpod.capacity = {"NVIDIA GeForce RTX 3090"}
     config = load_config(
         demo_config_path(),
         [
@@ -164,7 +165,7 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
             "training.require_improvement=false",
             "publish.target=hub",
             "publish.repo_id=alice/tiny-ft",
-            "publish.vllm_load_check=off",
+            "publish.vllm_load_check=auto",
             "serve.target=none",
             f"workdir={tmp_path / 'run'}",
             f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
@@ -181,18 +182,27 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
         killer.join(timeout=5)
 
     created = fake_runpod.calls("podFindAndDeployOnDemand")
-    # L4 had no capacity each time; the next fitting type was rented twice (one pod lost).
-    rented = [c for c in created if c["input"]["gpuTypeId"] != "NVIDIA L4"]
+    # The 3090 had no capacity each time; the next type was rented twice (one pod lost).
+    rented = [c for c in created if c["input"]["gpuTypeId"] != "NVIDIA GeForce RTX 3090"]
     assert len(rented) == 2 and len(created) == 4
+    assert {c["input"]["gpuTypeId"] for c in rented} == {"NVIDIA GeForce RTX 4090"}
     logs = "".join(p.read_text() for p in (tmp_path / "pods").glob("*/pod.log"))
     assert "resume: fetched checkpoint-" in logs  # the second pod continued, not from 0
-    assert summary.device.startswith("runpod 1 x") and "L4" not in summary.device
+    assert summary.device == "runpod 1 x NVIDIA GeForce RTX 4090"
     assert summary.published.revision == fake_hub.head("alice/tiny-ft")
     assert summary.training_cost_usd is not None and summary.training_cost_usd >= 0
     entry = Registry(config.registry_url()).get_model("alice/tiny-ft", summary.model_version)
     assert entry is not None and "training_cost_usd" in entry.metrics
     assert fake_runpod.leftovers()["pods"] == [] and not fake_runpod.pod_processes
     assert "alice/tuneship-rp-flow-staging" not in fake_hub.repos
+    # Package, load check and push ran on the pod: no weights came back to this machine.
+    assert not list((tmp_path / "run").rglob("*.safetensors"))
+    assert "on the pod" in summary.package_dir
+    assert "model.safetensors" in fake_hub.files("alice/tiny-ft", summary.published.revision)
+    assert "the pod image has no vLLM" in (summary.load_check or "")
+    assert "the serving image runs vLLM 0.27.1" in (summary.load_check or "")
+    for call in created:  # the training image's CUDA build or newer hosts only
+        assert call["input"]["allowedCudaVersions"][0] == "12.8"
     # The Hub token reaches the pod as an environment secret only, never on its command.
     for call in created:
         assert token not in str(call["input"]["dockerArgs"])

@@ -97,6 +97,12 @@ def rent_training_pod(
     """
     counts = {str(o.runpod_gpu_id): o.gpu_count for o in options}
     choices = rank_training_gpus(options, client.get_gpu_types(), settings)
+    log(
+        "GPU types in order: "
+        + ", ".join(
+            f"{c.gpu_type_id} ({c.cloud_type}, ${c.usd_per_gpu_hour}/GPU-h)" for c in choices[:6]
+        )
+    )
     cuda = image_cuda_versions(settings.image)
     prices: dict[GpuChoice, float] = {}
 
