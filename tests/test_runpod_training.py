@@ -197,7 +197,7 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
     assert "alice/tuneship-rp-flow-staging" not in fake_hub.repos
     # Package, load check and push ran on the pod: no weights came back to this machine.
     assert not list((tmp_path / "run").rglob("*.safetensors"))
-    assert "on the pod" in summary.package_dir
+    assert "on pod tuneship-rp-flow-train" in summary.package_dir
     assert "model.safetensors" in fake_hub.files("alice/tiny-ft", summary.published.revision)
     assert "the pod image has no vLLM" in (summary.load_check or "")
     assert "the serving image runs vLLM 0.27.1" in (summary.load_check or "")
@@ -207,3 +207,67 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
     for call in created:
         assert token not in str(call["input"]["dockerArgs"])
         assert {"key": "HF_TOKEN", "value": token} in call["input"]["env"]
+
+
+def _kill_first_pod_in_the_merge(fake: FakeRunPod) -> None:
+    """Play a host lost mid-merge: kill the pod once its merge stage started."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with fake.lock:
+            pods = [p for p in fake.pods.values() if p["name"] == "tuneship-rp-merge-train"]
+        if pods and "pod: stage merge starts" in fake.pod_log(pods[0]["id"]):
+            fake.kill_pod(pods[0]["id"])
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_pod_lost_in_the_merge_resumes_at_the_merge_without_retraining(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tuneship.demo import demo_config_path
+    from tuneship.flows.finetune import finetune_and_deploy
+
+    monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice"))
+    fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
+    _pods_run_for_real(fake_runpod, fake_hub, tmp_path)
+    config = load_config(
+        demo_config_path(),
+        [
+            "name=rp-merge",
+            "model.base=acme/tiny-base",
+            "compute.provider=runpod",
+            "training.max_steps=4",
+            "training.eval_steps=2",
+            "training.require_improvement=false",
+            "publish.target=hub",
+            "publish.repo_id=alice/tiny-merge",
+            "publish.vllm_load_check=off",
+            "serve.target=none",
+            f"workdir={tmp_path / 'run'}",
+            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+        ],
+    )
+    killer = threading.Thread(target=_kill_first_pod_in_the_merge, args=(fake_runpod,))
+    killer.start()
+    try:
+        summary = finetune_and_deploy(config)
+    finally:
+        killer.join(timeout=5)
+
+    assert len(fake_runpod.calls("podFindAndDeployOnDemand")) == 2
+    logs = [p.read_text() for p in sorted((tmp_path / "pods").glob("*/pod.log"))]
+    (second,) = [log for log in logs if "already done by an earlier pod" in log]
+    assert "stages already done by an earlier pod: ['train']" in second
+    assert "pod: stage train starts" not in second  # the pushed adapter was merged
+    assert "pod: stage merge starts" in second and "pod: stage publish starts" in second
+    assert summary.published.revision == fake_hub.head("alice/tiny-merge")
+    assert summary.load_check == "on the pod: skipped (publish.vllm_load_check=off)"
+    assert "2 pod(s)" in (summary.training_cost_detail or "")
+    assert fake_runpod.leftovers()["pods"] == [] and not fake_runpod.pod_processes
+    assert "alice/tuneship-rp-merge-staging" not in fake_hub.repos
