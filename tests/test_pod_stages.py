@@ -41,7 +41,7 @@ def _config(tmp_path: Path, *extra: str) -> PipelineConfig:
 def _rent(fake: FakeRunPod, config: PipelineConfig, model_dir: Path) -> tuple[dict, str, float]:
     client = client_for(fake)
     options = check_runpod_training(config, model_dir, client.api_key, client).options
-    pod, choice, count, price = rent_training_pod(
+    pod, choice, _count, price = rent_training_pod(
         client,
         name="tuneship-rp-run-train",
         options=options,
