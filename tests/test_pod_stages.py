@@ -175,3 +175,23 @@ def test_oom_at_the_first_step_is_retried_once_with_half_the_batch(
     failed = json.loads((tmp_path / "one.json").read_text())
     assert failed["error_type"] == "TrainingError"
     assert "per-device batch of 1" in failed["message"]
+
+
+def test_deployments_list_shows_live_training_pods(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+) -> None:
+    from typer.testing import CliRunner
+
+    from tuneship.cli.deployments import deployments_app
+
+    _rent(fake_runpod, _config(tmp_path), tiny_model_dir)
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    text = CliRunner().invoke(deployments_app, ["list", "--registry", registry])
+    assert text.exit_code == 0, text.output
+    (line,) = [row for row in text.output.splitlines() if "tuneship-rp-run-train" in row]
+    assert "training" in line and "running" in line and "/h" in line and "UTC" in line
+    raw = CliRunner().invoke(deployments_app, ["list", "--json", "--registry", registry])
+    (pod,) = json.loads(raw.output)
+    assert pod["kind"] == "training" and pod["usd_per_hour"] > 0 and pod["since"] > 0
