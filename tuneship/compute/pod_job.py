@@ -131,6 +131,21 @@ def _push_result(api: Any, repo_id: str, workdir: Path, stage: str, ok: bool) ->
     )
 
 
+def _fetch_base(base_repo: dict[str, Any] | None, dest: Path) -> None:
+    """Download a Hub base model into ``base`` (not staged: fetched here, not uploaded)."""
+    if base_repo is None or (dest / "config.json").is_file():
+        return
+    from huggingface_hub import snapshot_download
+
+    print(f"pod: fetching the base model {base_repo['repo_id']} from the Hub", flush=True)
+    snapshot_download(
+        base_repo["repo_id"],
+        revision=base_repo.get("revision"),
+        local_dir=str(dest),
+        allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.md"],
+    )
+
+
 def run_pod_plan(workdir: Path, repo_id: str) -> int:
     """Run the staged stages in ``workdir`` (the downloaded staging repo) and push results.
 
@@ -149,6 +164,7 @@ def run_pod_plan(workdir: Path, repo_id: str) -> int:
     plan = json.loads((workdir / PLAN_FILE).read_text(encoding="utf-8"))
     stages: list[str] = plan["stages"]
     device = _device_for_pod()
+    _fetch_base(plan.get("base_repo"), workdir / "base")
     done = {s for s in stages if _result_ok(workdir / RESULTS_DIR / f"{s}.json")}
     if done:
         print(f"pod: stages already done by an earlier pod: {sorted(done)}", flush=True)

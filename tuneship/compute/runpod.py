@@ -204,14 +204,20 @@ def stage_training_inputs(
         stage = Path(tmp)
         (stage / "specs").mkdir()
         (stage / "data").mkdir()
-        shutil.copytree(base_model_dir, stage / "base")
+        base_repo = hub_base_model(config)
+        if base_repo is None:  # a local folder or a demo model: staged with the inputs
+            shutil.copytree(base_model_dir, stage / "base")
         shutil.copy2(train_path, stage / "data" / "train.jsonl")
         if eval_path:
             shutil.copy2(eval_path, stage / "data" / "eval.jsonl")
         (stage / "specs" / "train-spec.json").write_text(train.model_dump_json(indent=2))
         (stage / "specs" / "merge-spec.json").write_text(merge.model_dump_json(indent=2))
         (stage / "specs" / "load_check-spec.json").write_text(load_check.model_dump_json(indent=2))
-        plan = {"stages": list(POD_STAGES), "checkpoint_repo": config.publish.repo_id}
+        plan = {
+            "stages": list(POD_STAGES),
+            "checkpoint_repo": config.publish.repo_id,
+            "base_repo": base_repo,
+        }
         (stage / PLAN_FILE).write_text(json.dumps(plan, indent=2))
         _copy_source(stage / "src")
         api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
@@ -222,6 +228,21 @@ def stage_training_inputs(
             commit_message=f"tuneship: inputs of run {config.name}",
         )
     return repo_id
+
+
+def hub_base_model(config: PipelineConfig) -> dict[str, str | None] | None:
+    """The base model's Hub repo and revision when the pod can fetch it from the Hub itself.
+
+    A Hub base is downloaded by the pod (data centre to data centre), so its weights are
+    not uploaded from this machine; a local folder or a demo model is staged instead.
+    """
+    from tuneship.config import is_demo_model
+    from tuneship.hub.ids import is_hub_id
+
+    base = config.model.base
+    if is_demo_model(base) or Path(base).expanduser().is_dir() or not is_hub_id(base):
+        return None
+    return {"repo_id": base, "revision": config.model.revision}
 
 
 def training_pod_command() -> str:
