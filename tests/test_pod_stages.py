@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from _runpod_helpers import client_for
 from _training_helpers import make_spec
+from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
 from fake_runpod import GPU_TYPES, FakeRunPod, fake_runpod  # noqa: F401 - fixture
-from pydantic import SecretStr
 
 from tuneship.compute.pod_rental import image_cuda_versions, rank_training_gpus, rent_training_pod
 from tuneship.compute.runpod_plan import check_runpod_training
 from tuneship.compute.stage_jobs import LoadCheckJobSpec, run_load_check_job, serving_vllm_version
 from tuneship.config import PipelineConfig, ServeConfig, build_config
-from tuneship.errors import ConfigError
 from tuneship.runpod.errors import RunPodCapacityError
 from tuneship.training.job import main as job_main
 from tuneship.training.job import read_job_result
@@ -123,12 +122,6 @@ def test_image_cuda_versions() -> None:
     assert image_cuda_versions("ghcr.io/acme/trainer:1.2") is None
 
 
-def test_runpod_provider_refuses_local_serving(tmp_path: Path, tiny_model_dir: Path) -> None:
-    config = _config(tmp_path, "serve.target=local")
-    with pytest.raises(ConfigError, match="never downloaded here"):
-        check_runpod_training(config, tiny_model_dir, SecretStr("k"))
-
-
 def test_load_check_without_vllm_is_skipped_with_the_reason(tmp_path: Path) -> None:
     config = _config(tmp_path)
     spec = LoadCheckJobSpec(
@@ -195,3 +188,29 @@ def test_deployments_list_shows_live_training_pods(
     raw = CliRunner().invoke(deployments_app, ["list", "--json", "--registry", registry])
     (pod,) = json.loads(raw.output)
     assert pod["kind"] == "training" and pod["usd_per_hour"] > 0 and pod["since"] > 0
+
+
+def test_local_serving_fetches_the_revision_the_pod_pushed(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tuneship.publishing.base import PublishResult
+    from tuneship.tasks.runpod_training import fetch_published_model
+
+    monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice"))
+    fake_hub.add_folder("alice/tiny-ft", tiny_model_dir)
+    revision = fake_hub.head("alice/tiny-ft")
+    published = PublishResult(
+        target="hub",
+        repo_id="alice/tiny-ft",
+        revision=revision,
+        location=f"{fake_hub.endpoint}/alice/tiny-ft/tree/{revision}",
+        created_new_revision=True,
+    )
+    config = _config(tmp_path, "serve.target=local", f"publish.hub_endpoint={fake_hub.endpoint}")
+    folder = Path(fetch_published_model.fn(config, published, str(tmp_path / "served")))
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
+        p.name for p in tiny_model_dir.iterdir() if p.is_file()
+    )

@@ -120,13 +120,6 @@ def check_runpod_training(
             "Hub, so publish.target must be 'hub' (it is "
             f"{config.publish.target!r}); set publish.repo_id to a repo of your namespace"
         )
-    if config.serve.target in ("local", "docker"):
-        problems.append(
-            f"compute.provider=runpod with serve.target={config.serve.target!r}: the model "
-            "stays on the pod and the Hub (it is never downloaded here); serve it with "
-            "serve.target=runpod-pod or runpod-serverless, or none (and `tuneship deploy` "
-            "later)"
-        )
     if runpod_api_key is None:
         problems.append(
             "compute.provider=runpod needs a RunPod API key: set compute.runpod."

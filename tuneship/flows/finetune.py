@@ -261,6 +261,11 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     package_path = stages.package_dir
     # A kept server serves the published copy, which no later run overwrites.
     serve_dir = published.location if config.publish.target == "local" else package_path
+    if config.compute.provider == "runpod" and config.serve.target in ("local", "docker"):
+        from tuneship.tasks.runpod_training import fetch_published_model
+
+        # The package stayed on the pod: serving here needs the pushed revision.
+        serve_dir = fetch_published_model(config, published, str(run_dir / "served"))
     deployment = None
     if config.serve.target in RUNPOD_TARGETS:
         # RunPod serves the pushed Hub revision; every other target a local folder.

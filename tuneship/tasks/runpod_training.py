@@ -272,6 +272,32 @@ def publish_on_pod(config: PipelineConfig, pod: TrainingPod, run_label: str) -> 
     return result
 
 
+@pipeline_task("fetch-published-model", run_name="fetch-{published.repo_id}")
+def fetch_published_model(config: PipelineConfig, published: PublishResult, dest: str) -> str:
+    """Download the revision the pod pushed, for ``serve.target`` local or docker.
+
+    Only then do the weights come to this machine: the user asked to serve them here.
+    """
+    from huggingface_hub import snapshot_download
+
+    token = load_hf_token(config.publish.hf_credentials_block)
+    folder = snapshot_download(
+        published.repo_id,
+        revision=published.revision,
+        local_dir=dest,
+        token=token.get_secret_value() if token else None,
+        endpoint=config.publish.hub_endpoint,
+    )
+    get_logger().warning(
+        "serve.target=%s: downloaded %s@%s to serve it on this machine (use "
+        "serve.target=runpod-pod or runpod-serverless to keep the weights off it)",
+        config.serve.target,
+        published.repo_id,
+        published.revision[:12],
+    )
+    return str(folder)
+
+
 def _wait(config: PipelineConfig, pod: TrainingPod, stage: str) -> Any:
     return wait_for_stage(
         _runpod_client(config),
