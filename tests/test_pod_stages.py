@@ -211,6 +211,6 @@ def test_local_serving_fetches_the_revision_the_pod_pushed(
     )
     config = _config(tmp_path, "serve.target=local", f"publish.hub_endpoint={fake_hub.endpoint}")
     folder = Path(fetch_published_model.fn(config, published, str(tmp_path / "served")))
-    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
-        p.name for p in tiny_model_dir.iterdir() if p.is_file()
-    )
+    fetched = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for original in (p for p in tiny_model_dir.iterdir() if p.is_file()):
+        assert fetched[original.name] == original.read_bytes()
