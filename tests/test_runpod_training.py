@@ -197,6 +197,8 @@ def test_whole_flow_survives_lost_pods_and_leaves_nothing(
     assert len(rented) == 3 and len(created) == 6
     assert {c["input"]["gpuTypeId"] for c in rented} == {"NVIDIA GeForce RTX 4090"}
     logs = {p.read_text() for p in (tmp_path / "pods").glob("*/pod.log")}
+    # The Hub base model is fetched by each pod, not uploaded from here with the inputs.
+    assert all("pod: fetching the base model acme/tiny-base" in log for log in logs)
     second = next(log for log in logs if "resume: fetched checkpoint-" in log)
     assert "pod: stage merge starts" in second  # the second pod continued, not from 0
     # The third pod resumed at the merge: the adapter was pushed, nothing was retrained.
