@@ -6,7 +6,8 @@ Run on demand (not in CI):
 
 It runs the whole flow with ``compute.provider: runpod`` against the fake RunPod API and
 the fake Hub of ``tests/`` (the "pod" is a local process on the CPU running the staged
-tuneship), kills the first pod once it pushed its first checkpoint, and prints:
+tuneship), kills the first pod mid-way between two checkpoints (``--kill-at-step``), and
+prints:
 
 * seconds from flow start to the pod's train stage starting, and to its first training
   step (the first progress line in the pod's log);
@@ -52,8 +53,9 @@ def _steps(log: str) -> list[int]:
 class Watch:
     """Polls the fake's pods: records when training starts and kills the first pod."""
 
-    def __init__(self, fake, hub, repo: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, fake, hub, repo: str, kill_at_step: int) -> None:  # type: ignore[no-untyped-def]
         self.fake, self.hub, self.repo = fake, hub, repo
+        self.kill_at_step = kill_at_step
         self.train_stage_at: float | None = None
         self.first_step_at: float | None = None
         self.killed_at_step: int | None = None
@@ -79,7 +81,7 @@ class Watch:
                     )
                 except (KeyError, HubError):
                     pushed = False
-                if pushed:
+                if pushed and max(_steps(log), default=0) >= self.kill_at_step:
                     self.fake.kill_pod(pods[0]["id"])
                     self.killed_at_step = max(_steps(log), default=0)
             time.sleep(0.05)
@@ -89,7 +91,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--save-steps", type=int, default=10)
+    parser.add_argument(
+        "--kill-at-step",
+        type=int,
+        help="kill the first pod once it reported this step (default: 1.5 save intervals, "
+        "mid-way between two checkpoints)",
+    )
     args = parser.parse_args()
+    kill_at = args.kill_at_step or args.save_steps + args.save_steps // 2
 
     from fake_hub import FakeHub
     from fake_runpod import FakeRunPod
@@ -155,7 +164,7 @@ def main() -> None:
             f"registry.url=sqlite:///{root / 'registry.db'}",
         ],
     )
-    watch = Watch(fake, hub, "alice/bench-rp")
+    watch = Watch(fake, hub, "alice/bench-rp", kill_at)
     thread = threading.Thread(target=watch.run, daemon=True)
     with prefect_test_harness():
         from tuneship.flows.finetune import finetune_and_deploy
