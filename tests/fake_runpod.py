@@ -261,6 +261,8 @@ KNOWN_WORKER_ENV = {
     "VLLM_EXTRA_ARGS",
 }
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+# Host CUDA versions RunPod's allowedCudaVersions filter knows.
+CUDA_VERSIONS = {"11.8", *(f"12.{m}" for m in range(10)), "13.0"}
 
 
 # --------------------------------------------------------------------------- GraphQL
@@ -517,7 +519,9 @@ class _PodProcesses:
         root = self.pod_root or Path(tempfile.mkdtemp(prefix="fake-pods-"))
         workdir = root / pod["id"]
         workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
+        # The pod image has none of this machine's settings (nor its vLLM engine).
+        hidden = ("PYTHONPATH", "HF_TOKEN", "TUNESHIP_VLLM_PYTHON")
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
         env.update(pod["env_map"])
         env.update(self.pod_env)
         env["TUNESHIP_POD_WORKDIR"] = str(workdir)
@@ -586,7 +590,8 @@ class FakeRunPod(_PodProcesses):
         api_key: The only accepted API key.
         backend: ``(base_url, api_key)`` of the real vLLM server workers and pods forward
             to, or None.
-        capacity: GPU type ids with no capacity (``"*"`` for all).
+        capacity: GPU type ids with no capacity (``"*"`` for all; ``"<id>|SECURE"`` or
+            ``"*|COMMUNITY"`` for one cloud type only).
         crash_loop: Pod names whose container keeps restarting (as on an AMD or MIG GPU,
             where every pod's container crash-loops).
         template_refusal_s: How long after an endpoint's deletion its template cannot be
@@ -869,11 +874,17 @@ class FakeRunPod(_PodProcesses):
 
     def _deploy_pod(self, values: dict[str, Any], spot: bool) -> dict[str, Any]:
         gpu = values["gpuTypeId"]
+        bad_cuda = [v for v in values.get("allowedCudaVersions") or [] if v not in CUDA_VERSIONS]
+        if bad_cuda:
+            raise ApiError(
+                f"Invalid allowedCudaVersions: {bad_cuda} (known: {sorted(CUDA_VERSIONS)})"
+            )
         if gpu not in {g["id"] for g in GPU_TYPES}:
             raise ApiError(f"Invalid GPU type: {gpu}")
         if gpu not in NVIDIA_WHOLE:
             self.crash_loop.add(values["name"])  # a CUDA image never starts there
-        if "*" in self.capacity or gpu in self.capacity:
+        cloud = str(values.get("cloudType", "ALL"))
+        if {"*", gpu, f"{gpu}|{cloud}", f"*|{cloud}"} & self.capacity:
             raise ApiError(NO_CAPACITY)
         env: dict[str, str] = {}
         for item in values.get("env") or []:
@@ -914,6 +925,12 @@ class FakeRunPod(_PodProcesses):
 
     def _gql_podRentInterruptable(self, f: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - GraphQL field name
         values = self._input(f, "name", "imageName", "gpuTypeId", "bidPerGpu")
+        row = next(
+            (g for g in self._gql_gpuTypes({"args": {}}) if g["id"] == values["gpuTypeId"]), None
+        )
+        floor = row["lowestPrice"]["minimumBidPrice"] if row else 0.0
+        if float(values["bidPerGpu"]) < floor:
+            raise ApiError(f"Your bid of {values['bidPerGpu']} is below the minimum bid of {floor}")
         return self._deploy_pod(values, spot=True)
 
     def _gql_podTerminate(self, f: dict[str, Any]) -> None:  # noqa: N802 - GraphQL field name

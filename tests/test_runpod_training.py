@@ -114,9 +114,15 @@ def _pods_run_for_real(fake: FakeRunPod, hub: FakeHub, tmp_path: Path) -> None:
     }
 
 
-def _kill_first_pod_after_a_checkpoint(fake: FakeRunPod, hub: FakeHub) -> None:
-    """Play a host lost mid-training: kill the pod once it pushed its first checkpoint."""
-    deadline = time.monotonic() + 600
+def _training_pods(fake: FakeRunPod) -> list[dict[str, object]]:
+    with fake.lock:
+        return [p for p in fake.pods.values() if p["name"] == "tuneship-rp-flow-train"]
+
+
+def _kill_in_training_then_in_the_merge(fake: FakeRunPod, hub: FakeHub) -> None:
+    """Play two lost hosts: the first pod once it pushed its first checkpoint, the second
+    once its merge started."""
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         try:
             pushed = any(
@@ -124,18 +130,22 @@ def _kill_first_pod_after_a_checkpoint(fake: FakeRunPod, hub: FakeHub) -> None:
             )
         except (KeyError, HubError):  # no repo or no checkpoints branch yet
             pushed = False
-        if pushed:
-            with fake.lock:
-                pods = [p for p in fake.pods.values() if p["name"] == "tuneship-rp-flow-train"]
-            if pods:
-                fake.kill_pod(pods[0]["id"])
-                return
+        pods = _training_pods(fake)
+        if pushed and pods:
+            fake.kill_pod(str(pods[0]["id"]))
+            break
         time.sleep(0.2)
+    while time.monotonic() < deadline:
+        pods = _training_pods(fake)
+        if pods and "pod: stage merge starts" in fake.pod_log(str(pods[0]["id"])):
+            fake.kill_pod(str(pods[0]["id"]))
+            return
+        time.sleep(0.1)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
+def test_whole_flow_survives_lost_pods_and_leaves_nothing(
     tmp_path: Path,
     tiny_model_dir: Path,
     fake_runpod: FakeRunPod,  # noqa: F811
@@ -150,7 +160,8 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
     monkeypatch.setenv("HF_TOKEN", token)
     fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
     _pods_run_for_real(fake_runpod, fake_hub, tmp_path)
-    fake_runpod.capacity = {"NVIDIA L4"}  # the cheapest fitting type is full: next one
+    # The cheapest fitting type (24 GB types tie at one price; ids break the tie) is full.
+    fake_runpod.capacity = {"NVIDIA GeForce RTX 3090"}
     config = load_config(
         demo_config_path(),
         [
@@ -164,7 +175,7 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
             "training.require_improvement=false",
             "publish.target=hub",
             "publish.repo_id=alice/tiny-ft",
-            "publish.vllm_load_check=off",
+            "publish.vllm_load_check=auto",
             "serve.target=none",
             f"workdir={tmp_path / 'run'}",
             f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
@@ -172,7 +183,7 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
     )
 
     killer = threading.Thread(
-        target=_kill_first_pod_after_a_checkpoint, args=(fake_runpod, fake_hub)
+        target=_kill_in_training_then_in_the_merge, args=(fake_runpod, fake_hub)
     )
     killer.start()
     try:
@@ -181,18 +192,36 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
         killer.join(timeout=5)
 
     created = fake_runpod.calls("podFindAndDeployOnDemand")
-    # L4 had no capacity each time; the next fitting type was rented twice (one pod lost).
-    rented = [c for c in created if c["input"]["gpuTypeId"] != "NVIDIA L4"]
-    assert len(rented) == 2 and len(created) == 4
-    logs = "".join(p.read_text() for p in (tmp_path / "pods").glob("*/pod.log"))
-    assert "resume: fetched checkpoint-" in logs  # the second pod continued, not from 0
-    assert summary.device.startswith("runpod 1 x") and "L4" not in summary.device
+    # The 3090 had no capacity each time; the next type was rented 3 times (two pods lost).
+    rented = [c for c in created if c["input"]["gpuTypeId"] != "NVIDIA GeForce RTX 3090"]
+    assert len(rented) == 3 and len(created) == 6
+    assert {c["input"]["gpuTypeId"] for c in rented} == {"NVIDIA GeForce RTX 4090"}
+    logs = {p.read_text() for p in (tmp_path / "pods").glob("*/pod.log")}
+    # The Hub base model is fetched by each pod, not uploaded from here with the inputs.
+    assert all("pod: fetching the base model acme/tiny-base" in log for log in logs)
+    second = next(log for log in logs if "resume: fetched checkpoint-" in log)
+    assert "pod: stage merge starts" in second  # the second pod continued, not from 0
+    # The third pod resumed at the merge: the adapter was pushed, nothing was retrained.
+    (third,) = [log for log in logs if "already done by an earlier pod" in log]
+    assert "stages already done by an earlier pod: ['train']" in third
+    assert "pod: stage train starts" not in third
+    assert "pod: stage merge starts" in third and "pod: stage publish starts" in third
+    assert "3 pod(s)" in (summary.training_cost_detail or "")
+    assert summary.device == "runpod 1 x NVIDIA GeForce RTX 4090"
     assert summary.published.revision == fake_hub.head("alice/tiny-ft")
     assert summary.training_cost_usd is not None and summary.training_cost_usd >= 0
     entry = Registry(config.registry_url()).get_model("alice/tiny-ft", summary.model_version)
     assert entry is not None and "training_cost_usd" in entry.metrics
     assert fake_runpod.leftovers()["pods"] == [] and not fake_runpod.pod_processes
     assert "alice/tuneship-rp-flow-staging" not in fake_hub.repos
+    # Package, load check and push ran on the pod: no weights came back to this machine.
+    assert not list((tmp_path / "run").rglob("*.safetensors"))
+    assert "on pod tuneship-rp-flow-train" in summary.package_dir
+    assert "model.safetensors" in fake_hub.files("alice/tiny-ft", summary.published.revision)
+    assert "the pod image has no vLLM" in (summary.load_check or "")
+    assert "the serving image runs vLLM 0.27.1" in (summary.load_check or "")
+    for call in created:  # the training image's CUDA build or newer hosts only
+        assert call["input"]["allowedCudaVersions"][0] == "12.8"
     # The Hub token reaches the pod as an environment secret only, never on its command.
     for call in created:
         assert token not in str(call["input"]["dockerArgs"])

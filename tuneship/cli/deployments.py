@@ -44,13 +44,55 @@ def _since(when: datetime | None) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({ago} ago)"
 
 
+def _training_pods(credentials_block: str | None) -> list[Any]:
+    """Live RunPod training pods, when a RunPod key is set (else none, silently)."""
+    import os
+
+    if not credentials_block and not os.environ.get("RUNPOD_API_KEY"):
+        return []
+    from tuneship.runpod.training_pods import list_training_pods
+    from tuneship.tasks.credentials import load_runpod_client
+
+    try:
+        return list_training_pods(load_runpod_client(credentials_block))
+    except TuneshipError as exc:
+        typer.secho(f"warning: cannot list RunPod training pods: {exc}", err=True)
+        return []
+
+
+def _echo_training_pods(pods: list[Any]) -> None:
+    cells = [
+        [
+            p.name,
+            "training",
+            p.status.lower(),
+            p.gpu,
+            f"${p.usd_per_hour:.2f}/h" if p.usd_per_hour else "-",
+            _since(datetime.fromtimestamp(p.since, UTC) if p.since else None),
+            f"${p.usd_so_far:.4f}" if p.usd_so_far is not None else "-",
+        ]
+        for p in pods
+    ]
+    typer.echo("RunPod training pods (billing until the run ends; `tuneship runpod janitor`):")
+    for line in format_table(["NAME", "KIND", "STATUS", "GPU", "PRICE", "SINCE", "SO FAR"], cells):
+        typer.echo(line)
+
+
 @deployments_app.command("list")
 def list_deployments(
     model: Annotated[str | None, typer.Option(help="Only this model's deployments.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     registry: RegistryOption = None,
+    runpod_credentials_block: Annotated[
+        str | None,
+        typer.Option(
+            help="RunPodCredentials block for listing live training pods (default: the "
+            "RUNPOD_API_KEY variable; without either, training pods are not listed)."
+        ),
+    ] = None,
 ) -> None:
-    """List deployments with their status, URL and served model name."""
+    """List deployments with their status, URL and served model name, and the RunPod
+    training pods running now (kind training, price per hour, since when)."""
     from tuneship.registry import Registry
 
     try:
@@ -59,6 +101,7 @@ def list_deployments(
     except TuneshipError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None
+    training = _training_pods(runpod_credentials_block)
     from tuneship.registry.endpoints import deployment_cost, format_hourly, format_usd
 
     rows = []
@@ -81,8 +124,10 @@ def list_deployments(
     if as_json:
         for row in rows:
             del row["cost_text"]
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(rows + [p.as_json() for p in training], indent=2))
         return
+    if training:
+        _echo_training_pods(training)
     if not rows:
         typer.echo("no deployments")
         return

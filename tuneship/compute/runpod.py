@@ -4,8 +4,10 @@ The flow's side of ``compute.provider: runpod``. The inputs (prepared split, bas
 folder, job specs with paths relative to the pod's work folder, and the running tuneship
 source) go to a private dataset repo of the publish namespace; the pod downloads it with
 the run's token (an environment secret), runs :mod:`tuneship.compute.pod_job`, and pushes
-each stage's result back there. Nothing here imports Prefect: the tasks resolve the
-credentials and pass a client and an ``HfApi`` in.
+each stage's result back there. Every weight-touching stage (train, merge, package, vLLM
+load check, push to the model repo) runs on the pod: no weights come back to the flow's
+machine. Renting is :mod:`tuneship.compute.pod_rental`. Nothing here imports Prefect:
+the tasks resolve the credentials and pass a client and an ``HfApi`` in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,23 @@ from pydantic import BaseModel
 from tuneship.compute.pod_job import (
     MERGED_DIR,
     PLAN_FILE,
+    POD_STAGES,
     RESULTS_DIR,
+    STAGE_OUTPUTS,
     STAGING_REPO_ENV,
+)
+from tuneship.compute.stage_jobs import (
+    LoadCheckJobSpec,
+    PackageJobSpec,
+    PublishJobSpec,
+    serving_vllm_version,
 )
 from tuneship.config import PipelineConfig, RunPodComputeConfig
 from tuneship.errors import ComputeError
-from tuneship.planning.training import TrainingOption
+from tuneship.packaging import CardInfo
 from tuneship.runpod.client import RunPodClient
-from tuneship.runpod.errors import RunPodCapacityError
 from tuneship.training.specs import MergeJobSpec, TrainJobSpec
 
-STAGES = ("train", "merge")
 POD_STATUS_PORT = 8765
 
 
@@ -48,6 +55,8 @@ class TrainingPod(BaseModel):
     usd_per_hour: float
     staging_repo: str
     started_at: float
+    cloud_type: str = "SECURE"
+    interruptible: bool = False
 
 
 class PodLostError(ComputeError):
@@ -77,10 +86,13 @@ def _copy_source(dest: Path) -> None:
 
 
 def build_pod_specs(config: PipelineConfig) -> dict[str, Any]:
-    """The train and merge specs the pod runs, with paths relative to its work folder.
+    """The specs staged with the inputs, with paths relative to the pod's work folder.
+
+    (The package and publish specs follow from the flow: :func:`build_package_spec`,
+    :func:`build_publish_spec`.)
 
     Returns:
-        ``{"train": TrainJobSpec, "merge": MergeJobSpec}``.
+        ``{"train": TrainJobSpec, "merge": MergeJobSpec, "load_check": LoadCheckJobSpec}``.
     """
     from tuneship.training.specs import MERGE_CHECK_MAX_LENGTH
 
@@ -110,7 +122,51 @@ def build_pod_specs(config: PipelineConfig) -> dict[str, Any]:
         trust_remote_code=config.model.trust_remote_code,
         max_length=min(config.data.max_length, MERGE_CHECK_MAX_LENGTH),
     )
-    return {"train": train, "merge": merge}
+    load_check = LoadCheckJobSpec(
+        package_dir=STAGE_OUTPUTS["package"],
+        name=config.name,
+        serve=config.serve,
+        eval_path=train.eval_path,
+        mode=config.publish.vllm_load_check,
+        max_gib=config.publish.vllm_load_check_max_gib,
+        serving_vllm=serving_vllm_version(config),
+    )
+    return {"train": train, "merge": merge, "load_check": load_check}
+
+
+def build_package_spec(config: PipelineConfig, card: CardInfo) -> PackageJobSpec:
+    """The package stage's spec (sent once training reported, as the card needs it)."""
+    return PackageJobSpec(
+        merged_dir=STAGE_OUTPUTS["merge"],
+        output_dir=STAGE_OUTPUTS["package"],
+        card=card,
+        load_check=config.publish.load_check,
+    )
+
+
+def build_publish_spec(config: PipelineConfig, run_label: str) -> PublishJobSpec:
+    """The publish stage's spec: the flow's go, sent after its publish gate passed."""
+    publish = config.publish
+    return PublishJobSpec(
+        package_dir=STAGE_OUTPUTS["package"],
+        repo_id=publish.repo_id,
+        endpoint=publish.hub_endpoint,
+        private=publish.private,
+        branch=publish.branch,
+        tags=list(publish.tags),
+        commit_message=f"tuneship: {run_label}",
+    )
+
+
+def send_stage_spec(api: Any, repo_id: str, stage: str, spec: BaseModel) -> None:
+    """Upload a stage's spec to the staging repo, where the pod waits for it."""
+    api.upload_file(
+        repo_id=repo_id,
+        repo_type="dataset",
+        path_or_fileobj=spec.model_dump_json(indent=2).encode("utf-8"),
+        path_in_repo=f"specs/{stage}-spec.json",
+        commit_message=f"tuneship: {stage} spec",
+    )
 
 
 def stage_training_inputs(
@@ -143,17 +199,25 @@ def stage_training_inputs(
         }
     )
     merge = specs["merge"].model_copy(update={"eval_path": train.eval_path})
+    load_check = specs["load_check"].model_copy(update={"eval_path": train.eval_path})
     with tempfile.TemporaryDirectory(prefix="tuneship-stage-") as tmp:
         stage = Path(tmp)
         (stage / "specs").mkdir()
         (stage / "data").mkdir()
-        shutil.copytree(base_model_dir, stage / "base")
+        base_repo = hub_base_model(config)
+        if base_repo is None:  # a local folder or a demo model: staged with the inputs
+            shutil.copytree(base_model_dir, stage / "base")
         shutil.copy2(train_path, stage / "data" / "train.jsonl")
         if eval_path:
             shutil.copy2(eval_path, stage / "data" / "eval.jsonl")
         (stage / "specs" / "train-spec.json").write_text(train.model_dump_json(indent=2))
         (stage / "specs" / "merge-spec.json").write_text(merge.model_dump_json(indent=2))
-        plan = {"stages": list(STAGES), "checkpoint_repo": config.publish.repo_id}
+        (stage / "specs" / "load_check-spec.json").write_text(load_check.model_dump_json(indent=2))
+        plan = {
+            "stages": list(POD_STAGES),
+            "checkpoint_repo": config.publish.repo_id,
+            "base_repo": base_repo,
+        }
         (stage / PLAN_FILE).write_text(json.dumps(plan, indent=2))
         _copy_source(stage / "src")
         api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
@@ -164,6 +228,21 @@ def stage_training_inputs(
             commit_message=f"tuneship: inputs of run {config.name}",
         )
     return repo_id
+
+
+def hub_base_model(config: PipelineConfig) -> dict[str, str | None] | None:
+    """The base model's Hub repo and revision when the pod can fetch it from the Hub itself.
+
+    A Hub base is downloaded by the pod (data centre to data centre), so its weights are
+    not uploaded from this machine; a local folder or a demo model is staged instead.
+    """
+    from tuneship.config import is_demo_model
+    from tuneship.hub.ids import is_hub_id
+
+    base = config.model.base
+    if is_demo_model(base) or Path(base).expanduser().is_dir() or not is_hub_id(base):
+        return None
+    return {"repo_id": base, "revision": config.model.revision}
 
 
 def training_pod_command() -> str:
@@ -193,50 +272,6 @@ def container_disk_gb(base_model_dir: str | Path, settings: RunPodComputeConfig)
         return settings.container_disk_gb
     size = sum(f.stat().st_size for f in Path(base_model_dir).rglob("*") if f.is_file())
     return int(size * 3 / 1e9) + 30
-
-
-def rent_training_pod(
-    client: RunPodClient,
-    *,
-    name: str,
-    options: Sequence[TrainingOption],
-    settings: RunPodComputeConfig,
-    env: dict[str, str],
-    disk_gb: int,
-    log: Callable[[str], None] = lambda _m: None,
-) -> tuple[dict[str, Any], TrainingOption]:
-    """Rent a pod on the first option with capacity (then the next, and so on).
-
-    Returns:
-        The created pod and the option it runs on.
-
-    Raises:
-        RunPodCapacityError: No option had capacity.
-    """
-    tried = []
-    for option in options:
-        gpu = str(option.runpod_gpu_id)
-        try:
-            pod = client.create_pod(
-                name=name,
-                image_name=settings.image,
-                gpu_type_id=gpu,
-                gpu_count=option.gpu_count,
-                cloud_type=settings.cloud_type,
-                container_disk_in_gb=disk_gb,
-                docker_args=training_pod_command(),
-                ports=f"{POD_STATUS_PORT}/http",
-                env=env,
-            )
-        except RunPodCapacityError:
-            log(f"no capacity for {option.gpu_count} x {gpu}; trying the next GPU type")
-            tried.append(gpu)
-            continue
-        return pod, option
-    raise RunPodCapacityError(
-        f"RunPod has no capacity for any fitting GPU type ({', '.join(tried)}); try "
-        "compute.runpod.cloud_type=ALL, other compute.runpod.gpu_types, or later"
-    )
 
 
 def _result_file(api: Any, repo_id: str, stage: str) -> Path | None:
@@ -288,27 +323,6 @@ def wait_for_stage(
                 f"the {stage} stage on pod {pod.name} did not finish within {timeout_s:.0f} s"
             )
         time.sleep(poll_s)
-
-
-def download_merged_model(api: Any, repo_id: str, dest: Path) -> Path:
-    """Fetch the merged model the pod pushed to the staging repo into ``dest``."""
-    from huggingface_hub import snapshot_download
-
-    tmp = Path(
-        snapshot_download(
-            repo_id,
-            repo_type="dataset",
-            allow_patterns=[f"{MERGED_DIR}/*"],
-            local_dir=str(dest.parent / "staging-download"),
-            token=getattr(api, "token", None),
-            endpoint=getattr(api, "endpoint", None),
-        )
-    )
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.move(str(tmp / MERGED_DIR), dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def pod_cost_usd(pod: TrainingPod, now: float | None = None) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, tags
@@ -14,8 +16,10 @@ from tuneship.config import PipelineConfig, build_config, default_home, load_con
 from tuneship.data import PreparedData
 from tuneship.evaluation import GateResult, check_eval_gate
 from tuneship.flows.run_labels import build_run_tags, name_flow_run, tag_current_flow_run
+from tuneship.packaging import CardInfo
 from tuneship.packaging.run_card import build_card_info, build_model_entry
 from tuneship.publishing.base import PublishResult
+from tuneship.registry import ModelEntry
 from tuneship.runs import (
     check_not_worse_than_published,
     config_for_run_folder,
@@ -79,6 +83,8 @@ class RunSummary(BaseModel):
     eval_loss: float | None
     gate: str
     merge_check: str | None = None
+    load_check: str | None = None
+    training_notes: list[str] = []
     merged_dir: str
     package_dir: str
     published: PublishResult
@@ -87,6 +93,7 @@ class RunSummary(BaseModel):
     model_version: str
     deployment: DeploymentSummary | None = None
     training_cost_usd: float | None = None
+    training_cost_detail: str | None = None
 
 
 def resolve_flow_config(
@@ -241,64 +248,24 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
-    training_cost: float | None = None
     if config.compute.provider == "runpod":
-        device, trained, merged, training_cost = train_and_merge_on_runpod(
-            config, base_dir, prepared
-        )
+        stages = run_weight_stages_on_runpod(config, base_dir, prepared, run_id)
     else:
-        handle = provision_compute(config.compute)
-        device = handle.device
-        plan_training_memory(config, base_dir, handle)
-        with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
-            trained = train_model(
-                build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
-            )
-
-    gate: GateResult = check_eval_gate(
-        trained.base_eval_loss,
-        trained.eval_loss,
-        require_improvement=config.training.require_improvement,
+        stages = run_weight_stages_locally(config, base_dir, prepared, run_dir, run_id)
+    trained, merged, published, entry = (
+        stages.trained,
+        stages.merged,
+        stages.published,
+        stages.entry,
     )
-    logger.info("eval gate: %s", gate.message)
-
-    if config.compute.provider != "runpod":
-        merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
-    card = build_card_info(config, base_dir, trained, prepared)
-    package = package_merged_model(
-        merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
-    )
-    if should_check_with_vllm(config, package.path):
-        check_loads_in_vllm(config, package.path, prepared.eval_path)
-    else:
-        logger.info(
-            "vLLM load check skipped (publish.vllm_load_check=%s)", config.publish.vllm_load_check
-        )
-    # The lock and the gate sit around publish+register, so two same-name runs can neither
-    # push to one repo at once nor move it to a worse model than the one it replaces.
-    lock_dir = config.store_dir() if config.publish.target == "local" else default_home() / "locks"
-    with publish_lock(
-        lock_dir,
-        config.publish.repo_id,
-        wait=config.publish.lock == "wait",
-        timeout_s=config.publish.lock_timeout_s,
-    ):
-        logger.info(
-            "publish gate: %s",
-            check_not_worse_than_published(
-                config.registry_url(),
-                config.publish.repo_id,
-                trained.eval_loss,
-                force=config.publish.force,
-            ),
-        )
-        published = publish_model(config, package.path, f"run {config.name} ({run_id or 'local'})")
-        model_entry = build_model_entry(card, trained, published, run_id, config.data.path)
-        if training_cost is not None:
-            model_entry.metrics["training_cost_usd"] = training_cost
-        entry = register_model(config.registry_url(), model_entry)
+    package_path = stages.package_dir
     # A kept server serves the published copy, which no later run overwrites.
-    serve_dir = published.location if config.publish.target == "local" else package.path
+    serve_dir = published.location if config.publish.target == "local" else package_path
+    if config.compute.provider == "runpod" and config.serve.target in ("local", "docker"):
+        from tuneship.tasks.runpod_training import fetch_published_model
+
+        # The package stayed on the pod: serving here needs the pushed revision.
+        serve_dir = fetch_published_model(config, published, str(run_dir / "served"))
     deployment = None
     if config.serve.target in RUNPOD_TARGETS:
         # RunPod serves the pushed Hub revision; every other target a local folder.
@@ -309,23 +276,26 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     summary = RunSummary(
         name=config.name,
         flow_run_id=run_id,
-        base_model=card.base_model,
-        device=device,
+        base_model=stages.card.base_model,
+        device=stages.device,
         n_train=prepared.n_train,
         n_eval=prepared.n_eval,
         dataset_fingerprint=prepared.fingerprint,
         base_eval_loss=trained.base_eval_loss,
         eval_loss=trained.eval_loss,
-        gate=gate.message,
+        gate=stages.gate.message,
         merge_check=describe_merge_check(merged),
+        load_check=stages.load_check,
+        training_notes=trained.notes,
         merged_dir=merged.merged_dir,
-        package_dir=package.path,
+        package_dir=package_path,
         published=published,
         registry_url=config.registry_url(),
         model_name=entry.name,
         model_version=entry.version,
         deployment=deployment,
-        training_cost_usd=training_cost,
+        training_cost_usd=stages.training_cost_usd,
+        training_cost_detail=stages.training_cost_detail,
     )
     create_markdown_artifact(
         markdown=render_summary(summary),
@@ -335,43 +305,189 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     return summary
 
 
-def train_and_merge_on_runpod(
-    config: PipelineConfig, base_dir: str, prepared: PreparedData
-) -> tuple[str, TrainResult, MergeResult, float | None]:
-    """Train and merge on a rented RunPod pod; the pod is terminated however this ends.
+class WeightStages(BaseModel):
+    """What the weight-touching stages produced, wherever they ran (here or on a pod)."""
 
-    Returns:
-        The pod's GPU, the training and merge results, and the pod's cost.
+    model_config = {"arbitrary_types_allowed": True}
+
+    device: str
+    trained: TrainResult
+    gate: GateResult
+    card: CardInfo
+    merged: MergeResult
+    package_dir: str
+    load_check: str
+    published: PublishResult
+    entry: ModelEntry
+    training_cost_usd: float | None = None
+    training_cost_detail: str | None = None
+
+
+def _publish_and_register(
+    config: PipelineConfig,
+    trained: TrainResult,
+    card: CardInfo,
+    run_id: str | None,
+    publish: Callable[[str], PublishResult],
+    extra_metrics: Callable[[], dict[str, float]] | None = None,
+) -> tuple[PublishResult, ModelEntry]:
+    """Publish (``publish(run_label)``) and register, under the publish lock and gate.
+
+    The lock and the gate sit around publish+register, so two same-name runs can neither
+    push to one repo at once nor move it to a worse model than the one it replaces.
     """
-    from tuneship.compute.runpod import PodLostError, pod_cost_usd
+    lock_dir = config.store_dir() if config.publish.target == "local" else default_home() / "locks"
+    with publish_lock(
+        lock_dir,
+        config.publish.repo_id,
+        wait=config.publish.lock == "wait",
+        timeout_s=config.publish.lock_timeout_s,
+    ):
+        get_logger().info(
+            "publish gate: %s",
+            check_not_worse_than_published(
+                config.registry_url(),
+                config.publish.repo_id,
+                trained.eval_loss,
+                force=config.publish.force,
+            ),
+        )
+        published = publish(f"run {config.name} ({run_id or 'local'})")
+        model_entry = build_model_entry(card, trained, published, run_id, config.data.path)
+        model_entry.metrics.update(extra_metrics() if extra_metrics else {})
+        entry = register_model(config.registry_url(), model_entry)
+    return published, entry
+
+
+def _gate(config: PipelineConfig, trained: TrainResult) -> GateResult:
+    gate: GateResult = check_eval_gate(
+        trained.base_eval_loss,
+        trained.eval_loss,
+        require_improvement=config.training.require_improvement,
+    )
+    get_logger().info("eval gate: %s", gate.message)
+    return gate
+
+
+def run_weight_stages_locally(
+    config: PipelineConfig,
+    base_dir: str,
+    prepared: PreparedData,
+    run_dir: Path,
+    run_id: str | None,
+) -> WeightStages:
+    """Train, gate, merge, package, load-check, publish and register on this machine."""
+    logger = get_logger()
+    handle = provision_compute(config.compute)
+    plan_training_memory(config, base_dir, handle)
+    with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
+        trained = train_model(
+            build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
+        )
+    gate = _gate(config, trained)
+    merged = merge_adapter(build_merge_spec(config, base_dir, trained, prepared))
+    card = build_card_info(config, base_dir, trained, prepared)
+    package = package_merged_model(
+        merged.merged_dir, str(run_dir / "package"), card, config.publish.load_check
+    )
+    if should_check_with_vllm(config, package.path):
+        comparisons = check_loads_in_vllm(config, package.path, prepared.eval_path)
+        load_check = f"passed ({len(comparisons)} prompts)"
+    else:
+        load_check = f"skipped (publish.vllm_load_check={config.publish.vllm_load_check})"
+        logger.info("vLLM load check %s", load_check)
+    published, entry = _publish_and_register(
+        config,
+        trained,
+        card,
+        run_id,
+        lambda label: publish_model(config, package.path, label),
+    )
+    return WeightStages(
+        device=handle.device,
+        trained=trained,
+        gate=gate,
+        card=card,
+        merged=merged,
+        package_dir=package.path,
+        load_check=load_check,
+        published=published,
+        entry=entry,
+    )
+
+
+def run_weight_stages_on_runpod(
+    config: PipelineConfig, base_dir: str, prepared: PreparedData, run_id: str | None
+) -> WeightStages:
+    """Every weight-touching stage on a rented RunPod pod; the pod is terminated however
+    this ends, and no weights come back here (the registry points at the Hub revision).
+
+    One Prefect task per stage finishes when the pod reports that stage; a lost pod is
+    replaced and the new one resumes at the stage that was running.
+    """
     from tuneship.tasks.runpod_training import (
+        PodStages,
+        load_check_on_pod,
         merge_on_pod,
+        package_on_pod,
         provision_runpod_gpu,
+        publish_on_pod,
         release_training_pod,
-        replace_training_pod,
+        send_package_spec,
         train_on_pod,
     )
 
-    pod = None
-    lost_cost = 0.0
+    pods: PodStages | None = None
+    costs: list[float] = []
+
+    def publish_and_release(label: str) -> PublishResult:
+        assert pods is not None
+        published = pods.run(publish_on_pod, label)
+        # Released before registering, so the cost recorded with the model is final.
+        costs.extend(cost for _, cost in pods.lost)
+        costs.append(release_training_pod(config, pods.pod) or 0.0)
+        return published
+
     try:
-        pod = provision_runpod_gpu(config, base_dir, prepared)
-        restarts = 0
-        while True:
-            try:
-                trained = train_on_pod(config, pod)
-                break
-            except PodLostError as exc:
-                if restarts >= config.compute.runpod.max_restarts:
-                    raise
-                restarts += 1
-                lost_cost += pod_cost_usd(pod)
-                pod = replace_training_pod(config, base_dir, pod, str(exc), restarts)
-        merged = merge_on_pod(config, pod)
+        pods = PodStages(config, base_dir, provision_runpod_gpu(config, base_dir, prepared))
+        trained = pods.run(train_on_pod)
+        gate = _gate(config, trained)
+        card = build_card_info(config, base_dir, trained, prepared)
+        send_package_spec(config, pods.pod, card)
+        merged = pods.run(merge_on_pod)
+        package = pods.run(package_on_pod)
+        checked = pods.run(load_check_on_pod)
+        published, entry = _publish_and_register(
+            config,
+            trained,
+            card,
+            run_id,
+            publish_and_release,
+            lambda: {"training_cost_usd": round(sum(costs), 4)},
+        )
     finally:
-        cost = release_training_pod(config, pod)
-    total = None if cost is None else round(cost + lost_cost, 4)
-    return f"runpod {pod.gpu_count} x {pod.gpu_type_id}", trained, merged, total
+        if not costs:  # failed before the publish: terminate and clean up all the same
+            release_training_pod(config, pods.pod if pods else None)
+    pod = pods.pod
+    all_pods = [*(p for p, _ in pods.lost), pod]
+    total = round(sum(costs), 4)
+    detail = f"${total:.4f} for {len(all_pods)} pod(s): " + ", ".join(
+        f"{p.gpu_count} x {p.gpu_type_id} at ${p.usd_per_hour:.2f}/h" for p in all_pods
+    )
+    where = f"on pod {pod.name} (terminated; weights not downloaded)"
+    return WeightStages(
+        device=f"runpod {pod.gpu_count} x {pod.gpu_type_id}",
+        trained=trained,
+        gate=gate,
+        card=card,
+        merged=merged.model_copy(update={"merged_dir": f"{merged.merged_dir} {where}"}),
+        package_dir=f"{package.path} {where}",
+        load_check=f"on the pod: {checked.note}",
+        published=published,
+        entry=entry,
+        training_cost_usd=total,
+        training_cost_detail=detail,
+    )
 
 
 def serve_and_smoke_test(
@@ -510,13 +626,18 @@ def render_summary(summary: RunSummary) -> str:
         ("dataset fingerprint", summary.dataset_fingerprint[:16]),
         ("eval", summary.gate),
         ("merge check", summary.merge_check or "not run"),
+        ("vLLM load check", summary.load_check or "not run"),
         ("packaged model", summary.package_dir),
         ("published", f"{summary.published.target}: {summary.published.location}"),
         ("revision", summary.published.revision),
         ("registry", f"{summary.model_name} version {summary.model_version[:12]}"),
     ]
+    for note in summary.training_notes:
+        rows.append(("training note", note))
     if summary.training_cost_usd is not None:
-        rows.append(("training cost", f"${summary.training_cost_usd:.4f} (RunPod pod)"))
+        rows.append(
+            ("training cost", summary.training_cost_detail or f"${summary.training_cost_usd:.4f}")
+        )
     if summary.deployment:
         dep = summary.deployment
         state = "still running" if dep.kept_running else "stopped at the end of the run"

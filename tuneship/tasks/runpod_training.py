@@ -1,8 +1,10 @@
-"""Tasks: train and merge on a rented RunPod pod (``compute.provider: runpod``).
+"""Tasks: every weight-touching stage on a rented RunPod pod (``compute.provider: runpod``).
 
 ``provision-gpu`` checks the run, stages its inputs to a private Hub dataset repo and rents
-the cheapest fitting GPU; ``train-with-eval`` and ``merge-adapter`` each finish when the pod
-pushes that stage's result; :func:`release_training_pod` terminates the pod and removes the
+the cheapest fitting GPU; ``train-with-eval``, ``merge-adapter``, ``package-model``,
+``load-check-with-vllm`` and ``publish-model`` each finish when the pod pushes that stage's
+result; :class:`PodStages` replaces a lost pod and waits on the same stage again (the new
+pod resumes there); :func:`release_training_pod` terminates the pod and removes the
 staging repo. Credentials are loaded here and passed down; the pod gets the Hub token as
 an environment secret only.
 """
@@ -10,35 +12,46 @@ an environment secret only.
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from huggingface_hub import HfApi
 from prefect.artifacts import create_markdown_artifact
 from pydantic import SecretStr
 
+from tuneship.compute.pod_rental import rent_training_pod
 from tuneship.compute.runpod import (
+    POD_STATUS_PORT,
+    PodLostError,
     TrainingPod,
+    build_package_spec,
+    build_publish_spec,
     container_disk_gb,
     delete_staging,
-    download_merged_model,
     pod_cost_usd,
-    rent_training_pod,
+    send_stage_spec,
     stage_training_inputs,
     staging_repo_id,
     terminate_training_pods,
+    training_pod_command,
     training_pod_name,
     wait_for_stage,
 )
 from tuneship.compute.runpod_plan import check_runpod_training
+from tuneship.compute.stage_jobs import LoadCheckResult
 from tuneship.config import PipelineConfig
 from tuneship.data import PreparedData
 from tuneship.errors import ConfigError
 from tuneship.hub.client import make_api
+from tuneship.packaging import CardInfo, PackageResult
 from tuneship.planning.training import TrainingOption
+from tuneship.publishing.base import PublishResult
 from tuneship.runpod.client import RunPodClient
 from tuneship.tasks._common import artifact_key, get_logger, pipeline_task
 from tuneship.tasks.credentials import load_hf_token, load_runpod_client
 from tuneship.training.specs import MergeResult, TrainResult
+
+T = TypeVar("T")
 
 
 def _runpod_client(config: PipelineConfig) -> RunPodClient:
@@ -111,29 +124,36 @@ def _rent(
     env = {"HF_TOKEN": token.get_secret_value(), "TUNESHIP_STAGING_REPO": repo}
     if config.publish.hub_endpoint:
         env["HF_ENDPOINT"] = config.publish.hub_endpoint
-    created, option = rent_training_pod(
+    settings = config.compute.runpod
+    created, choice, gpu_count, usd_per_hour = rent_training_pod(
         client,
         name=name,
         options=options,
-        settings=config.compute.runpod,
+        settings=settings,
+        docker_args=training_pod_command(),
+        ports=f"{POD_STATUS_PORT}/http",
         env=env,
-        disk_gb=container_disk_gb(base_model_dir, config.compute.runpod),
+        disk_gb=container_disk_gb(base_model_dir, settings),
         log=logger.info,
     )
     pod = TrainingPod(
         pod_id=str(created["id"]),
         name=name,
-        gpu_type_id=str(option.runpod_gpu_id),
-        gpu_count=option.gpu_count,
-        usd_per_hour=float(option.usd_per_hour or 0.0),
+        gpu_type_id=choice.gpu_type_id,
+        gpu_count=gpu_count,
+        usd_per_hour=usd_per_hour,
         staging_repo=repo,
         started_at=time.time(),
+        cloud_type=choice.cloud_type,
+        interruptible=settings.interruptible,
     )
     logger.info(
-        "rented pod %s (%s x %s at $%.2f/h)",
+        "rented %spod %s (%s x %s, %s cloud, at $%.2f/h)",
+        "interruptible " if pod.interruptible else "",
         pod.pod_id,
         pod.gpu_count,
         pod.gpu_type_id,
+        pod.cloud_type,
         pod.usd_per_hour,
     )
     return pod
@@ -174,8 +194,9 @@ def replace_training_pod(
     create_markdown_artifact(
         markdown=(
             f"Restart {attempt} of {config.compute.runpod.max_restarts}: {reason}\n\n"
-            f"New pod {pod.pod_id} ({pod.gpu_count} x {pod.gpu_type_id}); training resumes "
-            "from the newest checkpoint pushed to the Hub."
+            f"New pod {pod.pod_id} ({pod.gpu_count} x {pod.gpu_type_id}); it resumes at the "
+            "stage that was running (training from the newest checkpoint pushed to the Hub; "
+            "a finished training is not repeated)."
         ),
         key=artifact_key(config.name, f"pod-restart-{attempt}"),
         description="RunPod training pod replaced",
@@ -186,9 +207,7 @@ def replace_training_pod(
 @pipeline_task("train-with-eval")
 def train_on_pod(config: PipelineConfig, pod: TrainingPod) -> TrainResult:
     """Wait for the pod's training stage and return its result (raised as its own error)."""
-    client = _runpod_client(config)
-    limit = config.compute.runpod.startup_timeout_s + config.compute.runpod.max_hours * 3600
-    result: TrainResult = wait_for_stage(client, _hub_api(config), pod, "train", timeout_s=limit)
+    result: TrainResult = _wait(config, pod, "train")
     create_markdown_artifact(
         markdown=(
             "| metric | value |\n|---|---|\n"
@@ -208,18 +227,115 @@ def train_on_pod(config: PipelineConfig, pod: TrainingPod) -> TrainResult:
 
 @pipeline_task("merge-adapter")
 def merge_on_pod(config: PipelineConfig, pod: TrainingPod) -> MergeResult:
-    """Wait for the pod's merge stage and fetch the merged model into the run folder."""
-    api = _hub_api(config)
-    result: MergeResult = wait_for_stage(
-        _runpod_client(config), api, pod, "merge", timeout_s=config.compute.runpod.max_hours * 3600
-    )
-    local = download_merged_model(api, pod.staging_repo, Path(config.run_dir()) / "merged")
+    """Wait for the pod's merge (with its self-check); the merged weights stay on the pod."""
+    result: MergeResult = _wait(config, pod, "merge")
     get_logger().info(
         "merge on the pod: max |logit diff| %.2e on %d rows",
         result.max_abs_logit_diff,
         result.checked_rows,
     )
-    return result.model_copy(update={"merged_dir": str(local)})
+    return result
+
+
+def send_package_spec(config: PipelineConfig, pod: TrainingPod, card: CardInfo) -> None:
+    """Send the package stage its card (the pod merges meanwhile, then packages)."""
+    send_stage_spec(_hub_api(config), pod.staging_repo, "package", build_package_spec(config, card))
+
+
+@pipeline_task("package-model", run_name="package-on-pod-{config.name}")
+def package_on_pod(config: PipelineConfig, pod: TrainingPod) -> PackageResult:
+    """Wait for the pod to package the merged model (card, .gitattributes, verification)."""
+    result: PackageResult = _wait(config, pod, "package")
+    get_logger().info(
+        "package on the pod: %d files, %d bytes", len(result.files), result.total_bytes
+    )
+    return result
+
+
+@pipeline_task("load-check-with-vllm", run_name="vllm-load-check-on-pod-{config.name}")
+def load_check_on_pod(config: PipelineConfig, pod: TrainingPod) -> LoadCheckResult:
+    """Wait for the pod's vLLM load check (or its reason for skipping it)."""
+    result: LoadCheckResult = _wait(config, pod, "load_check")
+    log = get_logger()
+    (log.info if result.ran else log.warning)("vLLM load check on the pod: %s", result.note)
+    return result
+
+
+@pipeline_task("publish-model", run_name="publish-from-pod-{config.publish.repo_id}")
+def publish_on_pod(config: PipelineConfig, pod: TrainingPod, run_label: str) -> PublishResult:
+    """Give the pod its go (the publish spec) and wait for its push to the model repo."""
+    send_stage_spec(
+        _hub_api(config), pod.staging_repo, "publish", build_publish_spec(config, run_label)
+    )
+    result: PublishResult = _wait(config, pod, "publish")
+    get_logger().info("the pod pushed %s@%s", result.repo_id, result.revision[:12])
+    return result
+
+
+@pipeline_task("fetch-published-model", run_name="fetch-{published.repo_id}")
+def fetch_published_model(config: PipelineConfig, published: PublishResult, dest: str) -> str:
+    """Download the revision the pod pushed, for ``serve.target`` local or docker.
+
+    Only then do the weights come to this machine: the user asked to serve them here.
+    """
+    from huggingface_hub import snapshot_download
+
+    token = load_hf_token(config.publish.hf_credentials_block)
+    folder = snapshot_download(
+        published.repo_id,
+        revision=published.revision,
+        local_dir=dest,
+        token=token.get_secret_value() if token else None,
+        endpoint=config.publish.hub_endpoint,
+    )
+    get_logger().warning(
+        "serve.target=%s: downloaded %s@%s to serve it on this machine (use "
+        "serve.target=runpod-pod or runpod-serverless to keep the weights off it)",
+        config.serve.target,
+        published.repo_id,
+        published.revision[:12],
+    )
+    return str(folder)
+
+
+def _wait(config: PipelineConfig, pod: TrainingPod, stage: str) -> Any:
+    return wait_for_stage(
+        _runpod_client(config),
+        _hub_api(config),
+        pod,
+        stage,
+        timeout_s=config.compute.runpod.startup_timeout_s + config.compute.runpod.max_hours * 3600,
+    )
+
+
+class PodStages:
+    """The run's training pod and its restarts: runs each stage task, replacing a lost pod.
+
+    A stage task that raises :class:`PodLostError` gets a new pod (``restart-pod``, same
+    ranking) and is waited on again; the new pod skips the stages already reported, so it
+    resumes at the one that was running. Every pod's cost is kept.
+    """
+
+    def __init__(self, config: PipelineConfig, base_dir: str, pod: TrainingPod) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.pod = pod
+        self.restarts = 0
+        self.lost: list[tuple[TrainingPod, float]] = []
+
+    def run(self, stage: Callable[..., T], *args: Any) -> T:
+        """Run ``stage(config, pod, *args)`` until it returns (at most max_restarts pods)."""
+        while True:
+            try:
+                return stage(self.config, self.pod, *args)
+            except PodLostError as exc:
+                if self.restarts >= self.config.compute.runpod.max_restarts:
+                    raise
+                self.restarts += 1
+                self.lost.append((self.pod, pod_cost_usd(self.pod)))
+                self.pod = replace_training_pod(
+                    self.config, self.base_dir, self.pod, str(exc), self.restarts
+                )
 
 
 def release_training_pod(config: PipelineConfig, pod: TrainingPod | None) -> float | None:

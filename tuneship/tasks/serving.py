@@ -160,29 +160,10 @@ def check_loads_in_vllm(
             with the likely cause).
         ServingError: vLLM could not load or serve the model; its own message is quoted.
     """
-    from tuneship.serving.engine_check import (
-        ReferenceModel,
-        check_prompts,
-        compare_with_engine,
-        raise_on_mismatch,
-    )
-    from tuneship.serving.lifecycle import managed_deployment
-    from tuneship.serving.placement import plan_local_server
+    from tuneship.serving.engine_check import raise_on_mismatch
+    from tuneship.serving.load_check import run_load_check
 
-    chats = check_prompts(config.serve.smoke_prompt, config.serve.smoke_system_prompt, eval_path)
-    reference = ReferenceModel(package_dir)
-    # The load check is tuneship's own short-lived server: a generated key, not the user's.
-    options = config.serve.model_copy(
-        update={"target": "local", "keep_serving": False, "api_key_block": None}
-    )
-    plan = plan_local_server(package_dir, options)
-    dtype = plan.dtype
-    with managed_deployment(
-        package_dir, options, name=f"{config.name}-load-check", keep=False, plan=plan
-    ) as info:
-        comparisons = compare_with_engine(
-            reference, chats, info.url, info.api_key, info.served_model_name
-        )
+    comparisons, dtype = run_load_check(config.serve, package_dir, config.name, eval_path)
     create_table_artifact(
         table=[
             {

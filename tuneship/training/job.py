@@ -5,6 +5,13 @@ Usage::
     python -m tuneship.training.job train SPEC.json RESULT.json [--progress-file P.jsonl]
         [--push-checkpoints REPO]
     python -m tuneship.training.job merge SPEC.json RESULT.json
+    python -m tuneship.training.job package|load_check|publish SPEC.json RESULT.json
+
+(The last three are the stages a RunPod training pod runs after the merge; see
+:mod:`tuneship.compute.stage_jobs`.) A CUDA out-of-memory error at the start of training
+is retried once with half the per-device batch and twice the accumulation
+(:mod:`tuneship.training.oom_retry`, whose test-only fault hook is the
+``TUNESHIP_FAULT_OOM_FIRST_STEP=1`` environment variable).
 
 On success RESULT.json holds ``{"ok": true, "result": {...}}``; on an error a user can
 fix it holds ``{"ok": false, "error_type": ..., "message": ...}`` and the exit status is
@@ -24,7 +31,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tuneship import errors
+from tuneship.compute import stage_jobs
 from tuneship.errors import TuneshipError
+from tuneship.packaging import PackageResult
+from tuneship.publishing.base import PublishResult
 from tuneship.training.specs import (
     MergeJobSpec,
     MergeResult,
@@ -37,6 +47,14 @@ PROGRESS_PREFIX = "TUNESHIP_PROGRESS "
 _STAGES: dict[str, tuple[type[BaseModel], type[BaseModel], type[TuneshipError]]] = {
     "train": (TrainJobSpec, TrainResult, errors.TrainingError),
     "merge": (MergeJobSpec, MergeResult, errors.MergeError),
+    "package": (stage_jobs.PackageJobSpec, PackageResult, errors.PackagingError),
+    "load_check": (stage_jobs.LoadCheckJobSpec, stage_jobs.LoadCheckResult, errors.ServingError),
+    "publish": (stage_jobs.PublishJobSpec, PublishResult, errors.PublishError),
+}
+_RUNNERS: dict[str, Any] = {
+    "package": stage_jobs.run_package_job,
+    "load_check": stage_jobs.run_load_check_job,
+    "publish": stage_jobs.run_publish_job,
 }
 
 
@@ -53,10 +71,10 @@ def read_job_result(path: str | Path, stage: str) -> Any:
 
     Args:
         path: The RESULT.json file.
-        stage: ``train`` or ``merge``.
+        stage: ``train``, ``merge``, ``package``, ``load_check`` or ``publish``.
 
     Returns:
-        A :class:`TrainResult` or :class:`MergeResult`.
+        The stage's result (e.g. a :class:`TrainResult` or :class:`MergeResult`).
 
     Raises:
         TuneshipError: The job failed; the error has the job's own type and message.
@@ -115,7 +133,7 @@ def run_job(
     """Load a spec file and run its stage in this process.
 
     Args:
-        stage: ``train`` or ``merge``.
+        stage: ``train``, ``merge``, ``package``, ``load_check`` or ``publish``.
         spec_path: The spec JSON file.
         progress_file: Append training progress here (JSONL).
         push_checkpoints: A Hub model repo whose ``checkpoints`` branch gets every saved
@@ -130,11 +148,19 @@ def run_job(
     except (OSError, ValidationError) as exc:
         raise default_error(f"{spec_path}: cannot read {stage} spec: {exc}") from None
     if isinstance(spec, TrainJobSpec):
+        from tuneship.training.oom_retry import train_with_oom_retry
         from tuneship.training.train import run_training
 
         file = Path(progress_file) if progress_file else None
         callbacks = _hub_checkpoint_callbacks(spec, push_checkpoints) if push_checkpoints else []
-        return run_training(spec, on_progress=_progress_printer(file), callbacks=callbacks)
+        printer = _progress_printer(file)
+        return train_with_oom_retry(
+            spec,
+            lambda s, cbs: run_training(s, on_progress=printer, callbacks=cbs),
+            callbacks,
+        )
+    if stage in _RUNNERS:
+        return _RUNNERS[stage](spec)
     assert isinstance(spec, MergeJobSpec)
     from tuneship.training.merge import run_merge
 
