@@ -28,7 +28,7 @@ import yaml
 
 STAGE_ENV = "TUNESHIP_FAULT_STAGE"
 
-PROBE = r'''
+PROBE = r"""
 import functools, os, sys, time
 
 from tuneship.serving import local_vllm
@@ -85,7 +85,7 @@ from tuneship.cli.main import main
 
 sys.argv[0] = "tuneship"
 main()
-'''
+"""
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _PREFECT_PORT = re.compile(r"Starting temporary server on http://127\.0\.0\.1:(\d+)")
