@@ -14,11 +14,9 @@ SIGKILL or dies in a way no handler sees.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -29,8 +27,6 @@ from tuneship.errors import TuneshipError
 #: Seconds Prefect's temporary API server may take to start (its own default is 20 s, too
 #: short on a loaded two-core machine).
 EPHEMERAL_API_STARTUP_TIMEOUT_S = 120
-
-_PR_SET_PDEATHSIG = 1
 
 
 class TerminationRequested(KeyboardInterrupt):
@@ -87,13 +83,6 @@ def signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    # Runs between fork and exec: the kernel sends SIGTERM to the child when the thread that
-    # forked it ends, which for the CLI's main thread is when the process ends, however.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def popen_dying_with_parent(original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``subprocess.Popen``: its children die with this process and only with it.
 
@@ -104,9 +93,11 @@ def popen_dying_with_parent(original: Callable[..., Any]) -> Callable[..., Any]:
     ``Running`` for ever, and every log sent meanwhile printed a traceback.
     """
 
+    from tuneship.serving.process import dying_with_parent
+
     def popen(*args: Any, **kwargs: Any) -> Any:
-        if sys.platform.startswith("linux") and kwargs.get("preexec_fn") is None:
-            kwargs["preexec_fn"] = _die_with_parent
+        if kwargs.get("preexec_fn") is None:
+            kwargs["preexec_fn"] = dying_with_parent()
         kwargs.setdefault("start_new_session", True)
         return original(*args, **kwargs)
 
