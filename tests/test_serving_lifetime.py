@@ -106,3 +106,40 @@ def test_a_kept_server_outlives_the_process_that_started_it(
     finally:
         if group_pids(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_deployments_list_shows_a_server_still_alive_whatever_its_recorded_status(
+    tmp_path: Path,
+) -> None:
+    """A stop that failed leaves the row `failed`; the list still says the server runs."""
+    from typer.testing import CliRunner
+
+    from tuneship.cli.deployments import deployments_app
+    from tuneship.registry import DeploymentEntry, Registry
+    from tuneship.serving.process import process_start_time
+
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    server = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        with Registry(registry) as reg:
+            for name, status, pid in (("left", "failed", server.pid), ("gone", "stopped", None)):
+                reg.upsert_deployment(
+                    DeploymentEntry(
+                        name=name,
+                        model_name="acme/chat",
+                        model_version="1",
+                        target="local-vllm",
+                        status=status,
+                        details={"pid": pid, "pgid": pid, "pid_start_time": process_start_time(pid)}
+                        if pid
+                        else {},
+                    )
+                )
+        listed = CliRunner().invoke(deployments_app, ["list", "--registry", registry])
+    finally:
+        server.kill()
+        server.wait()
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines() if line[:1].isalpha()}
+    assert "failed (process still running)" in lines["left"]
+    assert "still running" not in lines["gone"]
