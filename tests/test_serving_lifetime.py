@@ -91,7 +91,11 @@ def test_a_server_that_is_not_kept_dies_with_a_killed_tuneship(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     pgid, _ = _start_and_kill(tmp_path, tiny_model_dir, keep=False)
-    assert_group_gone(pgid)
+    try:
+        assert_group_gone(pgid)
+    finally:
+        if group_pids(pgid):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def test_a_kept_server_outlives_the_process_that_started_it(
