@@ -12,6 +12,13 @@ same config succeeds on top of everything the killed runs left.
 
 Each case uses the smallest config that reaches its stage (one training step, no eval,
 vLLM only where the stage needs it).
+
+CI time (2 cores, 90 minutes for the whole suite) does not allow the full 7 x 2 matrix:
+SIGTERM, the signal that used to orphan Prefect's API, runs at every stage; SIGINT at data,
+training, publish and serve start-up. The SIGINT cases left out (merge, load check, smoke
+test) unwind the same way as data and serve start-up do under SIGINT: a terminal's Ctrl-C
+reaches only the CLI (Prefect's API and vLLM run in sessions of their own), which stops
+them; SIGTERM covers those stages' own clean-up.
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "smoke-test": ("smoke-test", "serve"),
 }
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
-CASES = [(stage, sig) for sig in SIGNALS for stage in STAGES]
+CASES = [("data", "INT"), ("training", "INT"), ("publish", "INT"), ("serve-start", "INT")] + [
+    (stage, "TERM") for stage in STAGES
+]
 # The next run repeats the config of one killed case: the cheap one, and the served one.
 NEXT_RUN = {"INT": "publish", "TERM": "smoke-test"}
 
