@@ -1,152 +1,183 @@
-"""Signals sent to a real ``tuneship run`` leave no process, no port and no open flow run."""
+"""Fault matrix: a signal at each stage of a real ``tuneship run`` leaves nothing behind.
+
+For each stage (data, training, merge, vLLM load check, publish, serve start-up, smoke
+test) and signal, the CLI runs as a real subprocess on the tiny model with its own
+temporary Prefect API; when the stage starts it gets the signal (SIGTERM as from ``kill``,
+SIGINT as a terminal's Ctrl-C, sent to the whole process group). Then no process of the
+run and no port it listened on is left, every flow run is in a final state, the registry
+and model store hold only complete entries, and a server stopped this way is recorded
+``stopped``. The cases of one signal share ``TUNESHIP_HOME`` and ``PREFECT_HOME`` as a
+user's machine would, so the last test of each signal checks that the next run with the
+same config succeeds on top of everything the killed runs left.
+
+Each case uses the smallest config that reaches its stage (one training step, no eval,
+vLLM only where the stage needs it).
+
+CI time (2 cores, 90 minutes for the whole suite) does not allow the full 7 x 2 matrix:
+SIGTERM, the signal that used to orphan Prefect's API, runs at every stage; SIGINT at data,
+training, publish and serve start-up. The SIGINT cases left out (merge, load check, smoke
+test) unwind the same way as data and serve start-up do under SIGINT: a terminal's Ctrl-C
+reaches only the CLI (Prefect's API and vLLM run in sessions of their own), which stops
+them; SIGTERM covers those stages' own clean-up.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import psutil
 import pytest
-
-from tests._serving_helpers import engine_python_or_skip
-from tuneship.demo import demo_config_path
-
-FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _tree(pid: int) -> tuple[list[int], list[int]]:
-    """Descendant pids of ``pid`` and the TCP ports they listen on."""
-    pids, ports = [], []
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return [], []
-    for child in children:
-        pids.append(child.pid)
-        try:
-            ports += [c.laddr.port for c in child.net_connections("inet") if c.status == "LISTEN"]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return pids, ports
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (rc {proc.returncode}) before the stage was reached")
-        time.sleep(0.2)
-    pytest.fail("the stage was not reached in time")
-
-
-def _flow_run_states(prefect_home: Path) -> list[str]:
-    with sqlite3.connect(prefect_home / "prefect.db") as db:
-        return [row[0] for row in db.execute("select state_type from flow_run")]
-
-
-STAGES = {
-    # The training spec is written when the training task starts.
-    "training": lambda tmp: any((tmp / "run").rglob("train-spec.json")),
-    # The server's log file is created just before vLLM starts.
-    "serving": lambda tmp: any((tmp / "home").rglob("server-*.log")),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("stage", "signum"),
-    [
-        ("training", signal.SIGTERM),
-        ("training", signal.SIGHUP),
-        ("training", signal.SIGINT),
-        ("serving", signal.SIGTERM),
-    ],
-    ids=["training-TERM", "training-HUP", "training-INT", "serving-TERM"],
+from _fault_matrix import (
+    FINAL_STATES,
+    Chain,
+    CliRun,
+    flow_run_states,
+    listening,
+    wait_until_gone,
 )
-def test_a_signal_ends_every_process_the_run_started(
-    tmp_path: Path, tiny_model_dir: Path, stage: str, signum: int
-) -> None:
-    sets = {
-        # The demo's pre-trained base would be pre-trained first; the tiny model is ready.
-        "model.base": tiny_model_dir,
-        "workdir": tmp_path / "run",
-        "publish.store_path": tmp_path / "store",
-        "registry.url": f"sqlite:///{tmp_path / 'registry.db'}",
-        "publish.vllm_load_check": "off",
-        "training.eval_strategy": "no",
-        "training.require_improvement": "false",
-        "serve.target": "none",
-    }
-    if stage == "training":
-        sets["training.max_steps"] = 5000  # long enough to be interrupted
-    else:
-        engine = engine_python_or_skip()
-        sets |= {
-            "training.max_steps": 2,
-            "serve.target": "local",
-            "serve.engine_python": engine,
-            "serve.dtype": "float32",
-            "serve.cpu_kvcache_space_gib": 1,
-        }
-    env = {
-        **os.environ,
-        "TUNESHIP_HOME": str(tmp_path / "home"),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-    }
-    env.pop("PREFECT_API_URL", None)  # the run starts its own temporary API, as for a user
-    args = [sys.executable, "-m", "tuneship.cli", "run", str(demo_config_path())]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    log = (tmp_path / "cli.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        _wait_for(lambda: STAGES[stage](tmp_path), proc, timeout_s=300)
-        time.sleep(1)  # let the stage get going
-        pids, ports = _tree(proc.pid)
-        assert pids, "the run started no processes (no temporary Prefect API?)"
-        proc.send_signal(signum)
-        rc = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-    output = (tmp_path / "cli.log").read_text(errors="replace")
-    assert rc != 0, output
-    deadline = time.monotonic() + 15  # children get their own SIGTERM grace period
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.3)
-    left = [p for p in pids if _alive(p)]
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left running: {left}\n{output[-3000:]}"
-    assert not [p for p in ports if _listening(p)], output[-3000:]
-    states = _flow_run_states(tmp_path / "prefect-home")
-    assert states and set(states) <= FINAL_STATES, states
-    if stage == "serving":
-        from tuneship.registry import Registry
+from _serving_helpers import engine_python_or_skip
 
-        deployments = Registry(str(sets["registry.url"])).list_deployments()
-        # Interrupted while starting, the server was never recorded, or recorded stopped.
-        assert all(d.status == "stopped" for d in deployments), deployments
+pytestmark = pytest.mark.slow
+
+NAME = "fault-matrix"
+REPO_ID = "tuneship/fault-matrix"
+
+# (stage, what the probe announces, which late steps the config switches on)
+STAGES: dict[str, tuple[str, str]] = {
+    "data": ("data", "none"),
+    "training": ("training", "none"),
+    "merge": ("merge", "none"),
+    "load-check": ("vllm", "load-check"),
+    "publish": ("publish", "none"),
+    "serve-start": ("vllm", "serve"),
+    "smoke-test": ("smoke-test", "serve"),
+}
+SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
+CASES = [("data", "INT"), ("training", "INT"), ("publish", "INT"), ("serve-start", "INT")] + [
+    (stage, "TERM") for stage in STAGES
+]
+# The next run repeats the config of one killed case: the cheap one, and the served one.
+NEXT_RUN = {"INT": "publish", "TERM": "smoke-test"}
+
+
+def run_config(tiny_model_dir: Path, steps: str) -> dict[str, Any]:
+    """The config of a case: the tiny model, one step, vLLM only for ``steps``."""
+    config: dict[str, Any] = {
+        "name": NAME,
+        "model": {"base": str(tiny_model_dir)},
+        "data": {"path": "tuneship-demo://sample"},
+        "training": {
+            "max_steps": 1,
+            "eval_strategy": "no",
+            "require_improvement": False,
+            "logging_steps": 1,
+            "per_device_train_batch_size": 2,
+        },
+        "publish": {"target": "local", "repo_id": REPO_ID, "vllm_load_check": "off"},
+        "serve": {"target": "none"},
+    }
+    if steps != "none":
+        config["serve"] = {
+            "target": "local",
+            "engine_python": str(engine_python_or_skip()),
+            "dtype": "float32",
+            "max_model_len": 256,
+            "cpu_kvcache_space_gib": 1,
+            "extra_options": {"enforce_eager": True},
+            # Seeded sampling: the random tiny model's greedy answer is blank lines.
+            "smoke_temperature": 0.7,
+        }
+    if steps == "load-check":
+        config["publish"]["vllm_load_check"] = "on"
+        config["serve"]["target"] = "none"
+    return config
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Chain]:
+    """One machine state per signal, shared by that signal's cases in order."""
+    return {sig: Chain(tmp_path_factory.mktemp(f"signal-{sig}")) for sig in SIGNALS}
+
+
+def assert_nothing_half_written(chain: Chain) -> None:
+    """Registry rows point at complete store revisions; no server is recorded running."""
+    from tuneship.publishing.local_store import content_revision
+    from tuneship.registry import Registry
+
+    store = chain.home / "models"
+    assert not list(store.rglob(".staging-*")), "a half-copied revision was left in the store"
+    main_ref = store / REPO_ID / "refs" / "main"
+    if main_ref.exists():
+        assert (store / REPO_ID / "revisions" / main_ref.read_text().strip()).is_dir()
+    registry_db = chain.home / "registry.db"
+    if not registry_db.exists():
+        return
+    registry = Registry(f"sqlite:///{registry_db}")
+    for model in registry.list_models():
+        # Registered only once published: the row's revision is complete in the store.
+        assert model.artifact_location, model
+        assert content_revision(model.artifact_location) == model.artifact_revision, model
+    for deployment in registry.list_deployments():
+        # A server stopped by the signal is `stopped`, not `failed` or (falsely) `running`.
+        assert deployment.status == "stopped", deployment
+
+
+def check_cleanup(run: CliRun, chain: Chain, rc: int, signum: int) -> None:
+    """Everything a killed run must leave as it found it."""
+    output = run.output
+    assert rc == 128 + signum, output[-4000:]
+    assert f"interrupted by {signal.Signals(signum).name}" in output, output[-4000:]
+    left = wait_until_gone(run.pids, chain.home)
+    assert not left, f"processes left running: {left}\n{output[-4000:]}"
+    assert run.pids, "the run started no processes (no temporary Prefect API?)"
+    still = [port for port in run.ports if listening(port)]
+    assert not still, f"ports still listening: {still}"
+    states = flow_run_states(chain.prefect_home)
+    assert states and {s for _, s in states} <= FINAL_STATES, states
+    assert_nothing_half_written(chain)
+
+
+@pytest.mark.parametrize(("stage", "sig"), CASES, ids=[f"{st}-{sg}" for st, sg in CASES])
+def test_a_signal_at_each_stage_leaves_nothing_behind(
+    chains: dict[str, Chain], tiny_model_dir: Path, stage: str, sig: str
+) -> None:
+    chain = chains[sig]
+    marker, steps = STAGES[stage]
+    config = chain.write_config(stage, run_config(tiny_model_dir, steps))
+    signum = SIGNALS[sig]
+    run = CliRun.start(chain, config, marker, f"{stage}.log")
+    try:
+        run.wait_for_stage(marker)
+        run.send(signum)
+        rc = run.wait()
+    finally:
+        run.kill_tree()
+    check_cleanup(run, chain, rc, signum)
+    wall, cpu = run.cost()
+    print(f"fault-matrix {stage}-{sig}: {wall:.1f} s wall, {cpu:.1f} s CPU")
+
+
+@pytest.mark.parametrize("sig", list(SIGNALS))
+def test_the_next_run_with_the_same_config_succeeds(chains: dict[str, Chain], sig: str) -> None:
+    """After the killed runs of this signal, the same config runs to the end."""
+    chain = chains[sig]
+    config = chain.root / f"{NEXT_RUN[sig]}.yaml"
+    if not config.exists():
+        pytest.skip(f"the {NEXT_RUN[sig]}-{sig} case did not run in this session")
+    run = CliRun.start(chain, config, "", f"next-{sig}.log")
+    try:
+        rc = run.wait()
+    finally:
+        run.kill_tree()
+    output = run.output
+    assert rc == 0, output[-6000:]
+    assert "run finished" in output
+    # Logs reach the API before its server stops (they used to be retried for ~75 s).
+    assert "Error logging to API" not in output
+    assert not wait_until_gone(run.pids, chain.home)
+    states = flow_run_states(chain.prefect_home)
+    assert [s for _, s in states].count("COMPLETED") == 1, states
+    assert_nothing_half_written(chain)
+    wall, cpu = run.cost()
+    print(f"fault-matrix next-run-{sig}: {wall:.1f} s wall, {cpu:.1f} s CPU")

@@ -138,6 +138,10 @@ def list_deployments(
         if status == "running" and row["alive"] is False:
             gone = "container" if details.get("container_id") else "process"
             status = f"running ({gone} gone)"
+        elif status not in LIVE_STATUSES and row["alive"] is True:
+            # A server whose stop failed (or was cut short) must not hide behind its status.
+            what = "container" if details.get("container_id") else "process"
+            status = f"{status} ({what} still running)"
         cells.append(
             [
                 row["name"],

@@ -71,6 +71,17 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _interrupted(exc: BaseException) -> typer.Exit:
+    from tuneship.cli.shutdown import exit_code_for, signal_of
+
+    typer.secho(
+        f"interrupted by {signal_of(exc).name}; the processes the run started were stopped",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    return typer.Exit(code=exit_code_for(exc))
+
+
 def _quiet_env() -> None:
     # Progress comes from Prefect's task logs; library progress bars would drown it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -149,11 +160,16 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
         from tuneship.cli.failures import hide_user_error_tracebacks
 
         hide_user_error_tracebacks()
+    from prefect.exceptions import TerminationSignal
+
     try:
         with ephemeral_prefect_api(), show_training_progress():
             summary = finetune_and_deploy(cfg)
     except TuneshipError as exc:
         raise _fail(exc) from None
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        # Caught here: typer turns an escaping KeyboardInterrupt into a silent exit 130.
+        raise _interrupted(exc) from None
     typer.echo("")
     typer.secho("run finished", fg=typer.colors.GREEN, bold=True)
     if summary.base_eval_loss is not None and summary.eval_loss is not None:
@@ -226,6 +242,5 @@ def main() -> None:
     try:
         with signals_raise():
             app()
-    except KeyboardInterrupt as exc:
-        typer.secho(f"interrupted ({exc or 'SIGINT'})", fg=typer.colors.RED, err=True)
+    except KeyboardInterrupt as exc:  # outside a command (typer handles those)
         sys.exit(exit_code_for(exc))

@@ -14,11 +14,9 @@ SIGKILL or dies in a way no handler sees.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -29,8 +27,6 @@ from tuneship.errors import TuneshipError
 #: Seconds Prefect's temporary API server may take to start (its own default is 20 s, too
 #: short on a loaded two-core machine).
 EPHEMERAL_API_STARTUP_TIMEOUT_S = 120
-
-_PR_SET_PDEATHSIG = 1
 
 
 class TerminationRequested(KeyboardInterrupt):
@@ -45,10 +41,19 @@ class PrefectApiStartError(TuneshipError):
     """Prefect's temporary API server did not start."""
 
 
-def exit_code_for(exc: KeyboardInterrupt) -> int:
-    """Shell convention: 128 + the signal number (130 for Ctrl-C)."""
-    signum = exc.signum if isinstance(exc, TerminationRequested) else signal.SIGINT
-    return 128 + int(signum)
+def signal_of(exc: BaseException) -> signal.Signals:
+    """The signal behind an interruption: ours, Prefect's ``TerminationSignal``, or Ctrl-C."""
+    if isinstance(exc, TerminationRequested):
+        return signal.Signals(exc.signum)
+    prefect_signal = getattr(exc, "signal", None)  # prefect.exceptions.TerminationSignal
+    if isinstance(prefect_signal, int):
+        return signal.Signals(prefect_signal)
+    return signal.SIGINT
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Shell convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + int(signal_of(exc))
 
 
 @contextlib.contextmanager
@@ -78,22 +83,39 @@ def signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    # Runs between fork and exec: the kernel sends SIGTERM to the child when the thread that
-    # forked it ends, which for the CLI's main thread is when the process ends, however.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def popen_dying_with_parent(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap ``subprocess.Popen`` so its children get ``PR_SET_PDEATHSIG`` (Linux only)."""
+    """Wrap ``subprocess.Popen``: its children die with this process and only with it.
+
+    A child gets ``PR_SET_PDEATHSIG`` (Linux only) and its own session, so a terminal's
+    Ctrl-C or hang-up, which the terminal sends to the whole foreground process group,
+    reaches tuneship alone. Were Prefect's API server in that group, it would exit at the
+    same moment, before tuneship could record the flow run as crashed: the run stayed
+    ``Running`` for ever, and every log sent meanwhile printed a traceback.
+    """
+
+    from tuneship.serving.process import dying_with_parent
 
     def popen(*args: Any, **kwargs: Any) -> Any:
-        if sys.platform.startswith("linux") and kwargs.get("preexec_fn") is None:
-            kwargs["preexec_fn"] = _die_with_parent
+        if kwargs.get("preexec_fn") is None:
+            kwargs["preexec_fn"] = dying_with_parent()
+        kwargs.setdefault("start_new_session", True)
         return original(*args, **kwargs)
 
     return popen
+
+
+def flush_to_api(timeout_s: float = 30.0) -> None:
+    """Send the logs and events still queued for the Prefect API, waiting at most ``timeout_s``.
+
+    Prefect's log and event workers send in batches from a background thread and flush at
+    interpreter exit. Flushed after the temporary API server is stopped, each batch fails
+    and is retried: a run then took about 75 s to exit and printed ``Error logging to API``.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 def _needs_ephemeral_api() -> bool:
@@ -141,4 +163,5 @@ def ephemeral_prefect_api(timeout_s: int = EPHEMERAL_API_STARTUP_TIMEOUT_S) -> I
     try:
         yield
     finally:
+        flush_to_api()
         server.stop()

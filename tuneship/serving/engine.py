@@ -10,6 +10,8 @@ looked up in this order: the config's ``engine_command`` / ``engine_python``,
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -71,15 +73,76 @@ def candidate_pythons(configured: str | None = None) -> list[tuple[str, Path]]:
     return found
 
 
+def install_fingerprint(python: Path) -> str | None:
+    """Return what changes when the vLLM next to ``python`` is reinstalled, upgraded or removed.
+
+    That is the interpreter and the venv's ``vllm`` package and distribution folders (their
+    paths, sizes and modification times). None when vLLM is not where a venv keeps it.
+    """
+    venv = python.parent.parent
+    site = list(venv.glob("lib/python3*/site-packages"))
+    found = [p for s in site for p in (s / "vllm" / "__init__.py", *s.glob("vllm*.dist-info"))]
+    if not any(p.name == "__init__.py" and p.is_file() for p in found):
+        return None
+    digest = hashlib.sha256()
+    for path in sorted([python, *found]):
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _probe_cache_file() -> Path:
+    return default_home() / "engine-probes.json"
+
+
+def _read_probe_cache() -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads(_probe_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember_probe(python: str, fingerprint: str, version: str) -> None:
+    cache = _read_probe_cache()
+    cache[python] = {"fingerprint": fingerprint, "version": version}
+    path = _probe_cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the next run another import
+
+
 @functools.lru_cache(maxsize=8)
 def probe_engine(python: str) -> str | None:
     """Return the vLLM version that ``python`` imports, or None when it cannot import vLLM.
 
-    Importing vLLM takes seconds, so the answer is cached per interpreter path.
+    Importing vLLM takes 10 s of CPU or more, and a run checks the engine before training:
+    a successful import is remembered (in ``$TUNESHIP_HOME/engine-probes.json``) until
+    the interpreter or its vLLM package changes, and per process. A failed import is
+    always tried again, so a repaired engine is seen at once.
 
     Args:
         python: Path of a Python interpreter.
     """
+    fingerprint = install_fingerprint(Path(python))
+    if fingerprint is not None:
+        known = _read_probe_cache().get(python, {})
+        if known.get("fingerprint") == fingerprint and known.get("version"):
+            return str(known["version"])
+    version = _import_vllm(python)
+    if version is not None and fingerprint is not None:
+        _remember_probe(python, fingerprint, version)
+    return version
+
+
+def _import_vllm(python: str) -> str | None:
     try:
         result = subprocess.run(
             [python, "-c", f"import vllm, {SERVER_MODULE}; print('VLLM', vllm.__version__)"],

@@ -162,6 +162,8 @@ def managed_deployment(
         # Targets that need credentials (RunPod) are passed in by the caller.
         target = get_target("local" if options.target == "none" else options.target)
     keep = options.keep_serving if keep is None else keep
+    # The target sees the effective choice: a server that is not kept dies with this process.
+    options = options.model_copy(update={"keep_serving": keep})
     with _sigterm_raises():
         try:
             info = target.deploy(

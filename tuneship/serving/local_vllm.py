@@ -29,7 +29,12 @@ from tuneship.serving.base import DeploymentInfo, LocalDeploymentInfo, describe_
 from tuneship.serving.engine import resolve_engine_command
 from tuneship.serving.http import http_get, vllm_healthy
 from tuneship.serving.placement import LocalPlan, plan_local_server
-from tuneship.serving.process import process_start_time, register_child, stop_process_group
+from tuneship.serving.process import (
+    dying_with_parent,
+    process_start_time,
+    register_child,
+    stop_process_group,
+)
 from tuneship.serving.vllm_options import VllmOptions, build_vllm_options
 
 if TYPE_CHECKING:
@@ -299,6 +304,8 @@ class LocalVllmTarget:
                     env=env,
                     start_new_session=True,  # own process group: stopping reaches workers too
                     close_fds=True,
+                    # A server that is not kept dies with tuneship, even a SIGKILLed one.
+                    preexec_fn=None if options.keep_serving else dying_with_parent(),
                 )
             except OSError as exc:
                 raise ServingError(f"cannot start vLLM ({args[0]}): {exc}") from None

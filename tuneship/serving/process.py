@@ -7,12 +7,37 @@ server's process group, so signalling the group reaches every one of them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import psutil
+
+_PR_SET_PDEATHSIG = 1
+# Looked up once, here: the forked child must not load libraries (another thread of the
+# parent may have held the loader's lock at fork time).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the forked child
+    # Between fork and exec: the kernel sends SIGTERM to this child when the thread that
+    # forked it ends; for the CLI's main thread, when the process ends, however it ends.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def dying_with_parent() -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that ends the child when this process ends (Linux only).
+
+    For children that must not outlive tuneship even when it is killed with SIGKILL or
+    dies of a crash that no handler sees; None where the platform has no such signal.
+    """
+    return _set_parent_death_signal if _prctl is not None else None
+
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Group leaders this process started, by pid, so that stopping them also reaps them."""
