@@ -27,6 +27,7 @@ from tuneship.compute.pod_job import (
     RESULTS_DIR,
     STAGING_REPO_ENV,
 )
+from tuneship.compute.pod_status import STATUS_PORT as POD_STATUS_PORT
 from tuneship.config import PipelineConfig, RunPodComputeConfig
 from tuneship.errors import ComputeError
 from tuneship.planning.training import TrainingOption
@@ -35,7 +36,6 @@ from tuneship.runpod.errors import RunPodCapacityError
 from tuneship.training.specs import MergeJobSpec, TrainJobSpec
 
 STAGES = ("train", "merge")
-POD_STATUS_PORT = 8765
 
 
 class TrainingPod(BaseModel):
@@ -248,6 +248,14 @@ def _result_file(api: Any, repo_id: str, stage: str) -> Path | None:
         )
     except EntryNotFoundError:
         return None
+
+
+def read_stage_result(api: Any, pod: TrainingPod, stage: str) -> Any | None:
+    """The stage's result if the pod pushed it (its error raised), else None."""
+    from tuneship.training.job import read_job_result
+
+    found = _result_file(api, pod.staging_repo, stage)
+    return None if found is None else read_job_result(found, stage)
 
 
 def wait_for_stage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -343,6 +344,7 @@ def train_and_merge_on_runpod(
     Returns:
         The pod's GPU, the training and merge results, and the pod's cost.
     """
+    from tuneship.compute.budget import tokens_per_step
     from tuneship.compute.runpod import PodLostError, pod_cost_usd
     from tuneship.tasks.runpod_training import (
         merge_on_pod,
@@ -353,19 +355,22 @@ def train_and_merge_on_runpod(
     )
 
     pod = None
-    lost_cost = 0.0
+    lost_cost = lost_hours = 0.0
+    per_step = tokens_per_step(config, prepared.report.mean_row_tokens)
     try:
         pod = provision_runpod_gpu(config, base_dir, prepared)
         restarts = 0
         while True:
             try:
-                trained = train_on_pod(config, pod)
+                # The budget counts every pod of the run, lost ones included.
+                trained = train_on_pod(config, pod, lost_cost, lost_hours, per_step)
                 break
             except PodLostError as exc:
                 if restarts >= config.compute.runpod.max_restarts:
                     raise
                 restarts += 1
                 lost_cost += pod_cost_usd(pod)
+                lost_hours += (time.time() - pod.started_at) / 3600
                 pod = replace_training_pod(config, base_dir, pod, str(exc), restarts)
         merged = merge_on_pod(config, pod)
     finally:
