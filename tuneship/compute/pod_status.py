@@ -52,6 +52,9 @@ class PodStatus:
         self.error: str | None = None
         self._lock = threading.Lock()
         self._first: tuple[int, float] | None = None
+        self._offset = 0
+        self._newest: dict[str, Any] | None = None
+        self._logs: dict[str, float] = {}
 
     @property
     def stop_requested(self) -> bool:
@@ -70,28 +73,38 @@ class PodStatus:
             for key, value in fields.items():
                 setattr(self, key, value)
 
-    def _latest_progress(self) -> dict[str, Any] | None:
+    def _read_progress(self) -> dict[str, Any] | None:
+        """The newest report, its ``logs`` holding the newest value of every metric so far.
+
+        A report carries only the values logged at its own step, so an eval loss (logged
+        every ``eval_steps``) would vanish from the next report; the file is read on from
+        where the last call stopped and every value kept.
+        """
         try:
             with self.progress_file.open("rb") as handle:
-                handle.seek(0, 2)
-                handle.seek(max(0, handle.tell() - 8192))
-                lines = handle.read().splitlines()
+                handle.seek(self._offset)
+                chunk = handle.read()
         except OSError:
-            return None
-        for line in reversed(lines):
+            return self._newest
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+        self._offset += end
+        for line in chunk[:end].splitlines():
             try:
-                found: dict[str, Any] = json.loads(line)
+                report: dict[str, Any] = json.loads(line)
             except ValueError:
-                continue  # a line being written, or the tail of a cut one
-            return found
-        return None
+                continue
+            self._logs.update(report.get("logs") or {})
+            self._newest = report
+        if self._newest is None:
+            return None
+        return {**self._newest, "logs": dict(self._logs)}
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON the endpoint answers with."""
-        progress = self._latest_progress()
         now = time.time()
         steps_per_s = None
         with self._lock:
+            progress = self._read_progress()
             if progress is not None:
                 step = int(progress.get("step", 0))
                 if self._first is None:

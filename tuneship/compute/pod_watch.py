@@ -189,7 +189,9 @@ def watch_training_pod(
                 "finished; see the pod's logs in the RunPod console"
             )
         now = time.time()
-        status = read_pod_status(client, pod.pod_id, token)
+        # No need to wait longer for one answer than the silence allowed in total.
+        timeout = min(10.0, max(1.0, settings.unresponsive_grace_s / 2))
+        status = read_pod_status(client, pod.pod_id, token, timeout)
         if status is not None:
             if answered_at is None:
                 log(f"pod {pod.pod_id} started up in {now - pod.started_at:.0f} s")
