@@ -161,7 +161,7 @@ def estimate_training_cost(
         speed *= QLORA_SLOWDOWN
 
     def hours_at(mfu: float, overhead: float) -> float:
-        return round(work / (speed * mfu) / 3600 + overhead, 3)
+        return work / (speed * mfu) / 3600 + overhead
 
     low, mid, high = OVERHEAD_HOURS
     return CostEstimate(
