@@ -316,7 +316,7 @@ def test_start_up_timeout_restarts_then_fails_naming_the_phase(
         "compute.runpod.startup_timeout_s=2",
         "compute.runpod.max_restarts=1",
     )
-    with pytest.raises(PodStartupTimeoutError, match=r"start-up phase .* startup_timeout_s=2"):
+    with pytest.raises(PodStartupTimeoutError, match=r"start-up phase .*startup_timeout_s=2 s"):
         finetune_and_deploy(config)
     assert len(fake_runpod.calls("podFindAndDeployOnDemand")) == 2  # one restart, then it fails
     assert "start-up phase" in _artifact_markdown("rp-stuck-pod-restart-1")
