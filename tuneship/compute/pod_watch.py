@@ -35,6 +35,9 @@ from tuneship.config import PipelineConfig
 from tuneship.errors import ComputeError
 from tuneship.runpod.client import RunPodClient
 
+HUB_CHECK_EVERY_S = 60.0
+"""While the pod reports training, how often the staging repo is read for its result."""
+
 
 class PodStartupTimeoutError(PodLostError):
     """The pod did not finish its start-up phase (image pull, install) in time."""
@@ -174,10 +177,17 @@ def watch_training_pod(
     settings = config.compute.runpod
     answered_at: float | None = None
     last_phase = ""
+    hub_checked = 0.0
+    status: dict[str, Any] | None = None
     while True:
-        found = read_stage_result(api, pod, "train")
-        if found is not None:
-            return found
+        # While the pod says it trains, its result cannot be there yet: the Hub is read only
+        # now and then (a read per poll would meet its rate limits on a long run).
+        busy = status is not None and status.get("phase") in ("starting", "train")
+        if not busy or time.monotonic() - hub_checked >= HUB_CHECK_EVERY_S:
+            hub_checked = time.monotonic()
+            found = read_stage_result(api, pod, "train")
+            if found is not None:
+                return found
         state = client.get_pod(pod.pod_id)
         if state is None or state.get("desiredStatus") in ("EXITED", "TERMINATED"):
             found = read_stage_result(api, pod, "train")  # it may have landed meanwhile
