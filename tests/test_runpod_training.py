@@ -143,7 +143,7 @@ def test_whole_flow_survives_a_lost_pod_and_leaves_nothing(
             "name=rp-flow",
             "model.base=acme/tiny-base",
             "compute.provider=runpod",
-            "compute.runpod.status_interval_s=1",
+            "compute.runpod.status_interval_s=2",
             "training.max_steps=40",
             "training.eval_steps=10",
             "training.save_strategy=steps",
