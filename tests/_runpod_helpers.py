@@ -1,10 +1,11 @@
-"""Helpers for the RunPod tests: serve options, plans for the tiny model, a client."""
+"""Helpers for the RunPod tests: serve options, plans for the tiny model, a client, real pods."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from fake_hub import FakeHub
 from fake_runpod import FakeRunPod
 
 from tuneship.config import ServeConfig
@@ -50,3 +51,22 @@ def tiny_plan(model_dir: Path, options: ServeConfig, name: str = "run1") -> RunP
             MODEL_ID, options, name=name, facts=facts, gpus=load_gpu_catalog().rentable()
         )
     return plan_serverless(MODEL_ID, options, name=name, facts=facts)
+
+
+def run_pods_for_real(fake: FakeRunPod, hub: FakeHub, tmp_path: Path) -> None:
+    """Pods run their command as local processes on the CPU, the fake Hub as HF_ENDPOINT.
+
+    The status endpoint's port (8765 on a real pod) is a free local port per pod, which the
+    fake's proxy URL maps to.
+    """
+    fake.run_pod_commands = True
+    fake.pod_root = tmp_path / "pods"
+    fake.pod_port_env = {8765: "TUNESHIP_STATUS_PORT"}
+    fake.pod_env = {
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_CACHE": str(tmp_path / "pod-hf-cache"),
+        "TUNESHIP_POD_ALLOW_CPU": "1",
+        "PYTHONNOUSERSITE": "1",
+    }

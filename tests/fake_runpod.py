@@ -17,7 +17,9 @@ It serves:
   Workers start only on the official worker image; any other image "runs" but never takes
   a job (requests stay IN_QUEUE, as in seed 001).
 * ``/proxy/<pod>-<port>/...``: a pod's HTTPS proxy. It answers 502 until the pod's runtime
-  is up, checks the pod's ``VLLM_API_KEY`` and forwards to the same vLLM server.
+  is up, checks the pod's ``VLLM_API_KEY`` and forwards to the same vLLM server; for a pod
+  that runs its command for real, a port named in ``pod_port_env`` goes to the local port
+  its process listens on instead (502 while nothing listens, as on RunPod).
 
 Every operation can be told to fail (``fail("saveEndpoint")``, ``fail("openai")``...).
 Sources for the shapes: runpod-python 1.12 (``api/mutations``, ``api/queries``,
@@ -505,7 +507,11 @@ class _PodProcesses:
     ``pod_env`` (the fake Hub as HF_ENDPOINT...), a work folder of its own, ``python`` this
     interpreter and ``pip`` a no-op (the image's packages are this venv's). Its status
     follows the process (EXITED when it ends); terminate stops it, ``kill_pod`` plays a
-    host that went away.
+    host that went away, ``freeze_pod`` one whose container hangs (still RUNNING).
+
+    Pods share this host's network, so an exposed port cannot be the same number for every
+    pod: for each private port in ``pod_port_env`` a free local port is picked, told to the
+    process in the named environment variable, and the proxy URL maps to it.
     """
 
     lock: threading.RLock
@@ -514,6 +520,7 @@ class _PodProcesses:
     pod_env: dict[str, str]
     pod_root: Path | None
     pod_processes: dict[str, subprocess.Popen[bytes]]
+    pod_port_env: dict[int, str]
 
     def _start_pod_process(self, pod: dict[str, Any]) -> None:
         root = self.pod_root or Path(tempfile.mkdtemp(prefix="fake-pods-"))
@@ -525,6 +532,10 @@ class _PodProcesses:
         env.update(pod["env_map"])
         env.update(self.pod_env)
         env["TUNESHIP_POD_WORKDIR"] = str(workdir)
+        pod["port_map"] = {}
+        for private, variable in self.pod_port_env.items():
+            if f"{private}/http" in str(pod["ports"]).split(","):
+                pod["port_map"][private] = env[variable] = str(_free_port())
         env["PATH"] = f"{_pod_bin(root)}{os.pathsep}{env.get('PATH', '')}"
         log = (workdir / "pod.log").open("wb")
         process = subprocess.Popen(
@@ -555,6 +566,18 @@ class _PodProcesses:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
+    def freeze_pod(self, pod_id: str) -> None:
+        """Play a hung container: the process stops (SIGSTOP) but the pod stays RUNNING."""
+        process = self.pod_processes.get(pod_id)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGSTOP)
+
+    def thaw_pod(self, pod_id: str) -> None:
+        """Let a frozen pod's process go on (SIGCONT)."""
+        process = self.pod_processes.get(pod_id)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGCONT)
+
     def kill_pod(self, pod_id: str) -> None:
         """Play a dead pod: kill its process and drop it, as when a host goes away."""
         self._stop_pod_process(pod_id)
@@ -565,6 +588,14 @@ class _PodProcesses:
         """What a pod process printed so far (its container log)."""
         path = (self.pods.get(pod_id) or {}).get("log_path")
         return Path(path).read_text(errors="replace") if path else ""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _pod_bin(root: Path) -> Path:
@@ -627,6 +658,7 @@ class FakeRunPod(_PodProcesses):
         self.pod_env: dict[str, str] = {}
         self.pod_root: Path | None = None
         self.pod_processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pod_port_env: dict[int, str] = {}
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -1326,6 +1358,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not up or pod["desiredStatus"] != "RUNNING" or f"{port}/http" not in pod["ports"]:
             self._send(502, b"<html>502 Bad Gateway</html>", "text/html")
             return
+        local = (pod.get("port_map") or {}).get(port)
+        if local is not None:
+            self._forward_local(method, f"http://127.0.0.1:{local}{route}", raw)
+            return
         if (
             route.startswith("/v1/")
             and key
@@ -1339,6 +1375,26 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         status, content_type, data = forward(fake.backend, method, route, body)
         self._send(status, data, content_type or "application/json")
+
+    def _forward_local(self, method: str, url: str, raw: bytes) -> None:
+        """Pass a request to a pod process's port, headers and body as they came."""
+        request = urllib.request.Request(url, data=raw or None, method=method)
+        for name, value in self.headers.items():
+            if name.lower() not in ("host", "content-length", "connection"):
+                request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, kind, data = (
+                    response.status,
+                    response.headers.get("Content-Type"),
+                    (response.read()),
+                )
+        except urllib.error.HTTPError as exc:
+            status, kind, data = exc.code, exc.headers.get("Content-Type"), exc.read()
+        except OSError:
+            # Nothing listens (yet), or the process hangs: what RunPod's proxy answers.
+            status, kind, data = 502, "text/html", b"<html>502 Bad Gateway</html>"
+        self._send(status, data, kind or "application/json")
 
 
 def _job_view(job: Job) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
+from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from typer.testing import CliRunner
 
 from tuneship.cli import app
@@ -61,6 +64,48 @@ def test_validate_reports_a_malformed_line_and_exits_non_zero(tmp_path: Path) ->
     )
     assert result.exit_code == 1
     assert f"{data}:2" in result.output
+
+
+def _runpod_validate(tmp_path: Path, *overrides: str) -> object:
+    sets = [
+        "model.base=tuneship-demo://tiny-llama",  # no pre-training needed to validate
+        "compute.provider=runpod",
+        "publish.target=hub",
+        "publish.repo_id=alice/tiny-ft",
+        *overrides,
+    ]
+    args = [item for pair in (("--set", s) for s in sets) for item in pair]
+    return runner.invoke(app, ["validate", str(demo_config_path()), *_isolated(tmp_path), *args])
+
+
+def test_validate_on_runpod_shows_gpu_cost_and_time_and_rents_nothing(
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice"))
+    result = _runpod_validate(tmp_path)
+    assert result.exit_code == 0, result.output
+    gpu = next(line for line in result.output.splitlines() if "runpod training" in line)
+    cost = next(line for line in result.output.splitlines() if "runpod cost" in line)
+    assert "NVIDIA" in gpu and "$" in gpu
+    assert re.search(r"about [\d.]+ (min|h) \([\d.]+ (min|h)?-?[\d.]+ (min|h)\)", cost), cost
+    assert re.search(r"\$[\d.]+ \(\$[\d.]+-\$[\d.]+\)", cost) and "budget $20" in cost
+
+    # Every problem at once: the publish target, the budget and the data; still no pod.
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c",\n', encoding="utf-8")
+    result = _runpod_validate(
+        tmp_path, "publish.target=local", "compute.runpod.max_usd=0.01", f"data.path={rows}"
+    )
+    assert result.exit_code == 1
+    assert "2 problems" in result.output and f"{rows}:2" in result.output
+    assert "publish.target must be 'hub'" in result.output
+    assert "buys less than one hour" in result.output
+    assert "ok  credentials" in result.output  # what passed is still shown
+    assert not fake_runpod.calls("podFindAndDeployOnDemand")
+    assert not fake_runpod.calls("podRentInterruptable")
 
 
 def test_validate_names_an_invalid_field(tmp_path: Path) -> None:

@@ -173,6 +173,9 @@ def test_long_rows_are_counted_and_warned(tmp_path: Path, tiny_model_dir: Path) 
     roomy = prepare(tmp_path, path, tokenizer=tokenizer, max_length=4096, out="roomy")
     assert roomy.report.long_rows == 0
     assert roomy.report.longest_row_tokens == report.longest_row_tokens
+    # The cost estimate's tokens per row: truncated rows count max_length tokens.
+    assert report.mean_row_tokens is not None and roomy.report.mean_row_tokens is not None
+    assert report.mean_row_tokens <= 64 < roomy.report.mean_row_tokens
 
 
 def test_row_length_includes_the_chat_template(tmp_path: Path, tiny_model_dir: Path) -> None:

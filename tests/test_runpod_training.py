@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _planning_helpers import fixture_path
-from _runpod_helpers import client_for
+from _runpod_helpers import client_for, run_pods_for_real
 from fake_hub import FakeHub, HubError, fake_hub  # noqa: F401 - fixture
 from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from pydantic import SecretStr
@@ -100,20 +100,6 @@ def test_budget_below_one_hour_refused(
     assert _pods_rented(fake_runpod) == 0
 
 
-def _pods_run_for_real(fake: FakeRunPod, hub: FakeHub, tmp_path: Path) -> None:
-    """Pods run their command as local processes on the CPU, the fake Hub as HF_ENDPOINT."""
-    fake.run_pod_commands = True
-    fake.pod_root = tmp_path / "pods"
-    fake.pod_env = {
-        "HF_ENDPOINT": hub.endpoint,
-        "HF_HUB_OFFLINE": "0",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_CACHE": str(tmp_path / "pod-hf-cache"),
-        "TUNESHIP_POD_ALLOW_CPU": "1",
-        "PYTHONNOUSERSITE": "1",
-    }
-
-
 def _training_pods(fake: FakeRunPod) -> list[dict[str, object]]:
     with fake.lock:
         return [p for p in fake.pods.values() if p["name"] == "tuneship-rp-flow-train"]
@@ -159,7 +145,7 @@ def test_whole_flow_survives_lost_pods_and_leaves_nothing(
     token = fake_hub.add_token("alice")
     monkeypatch.setenv("HF_TOKEN", token)
     fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
-    _pods_run_for_real(fake_runpod, fake_hub, tmp_path)
+    run_pods_for_real(fake_runpod, fake_hub, tmp_path)
     # The cheapest fitting type (24 GB types tie at one price; ids break the tie) is full.
     fake_runpod.capacity = {"NVIDIA GeForce RTX 3090"}
     config = load_config(
@@ -168,6 +154,7 @@ def test_whole_flow_survives_lost_pods_and_leaves_nothing(
             "name=rp-flow",
             "model.base=acme/tiny-base",
             "compute.provider=runpod",
+            "compute.runpod.status_interval_s=2",
             "training.max_steps=40",
             "training.eval_steps=10",
             "training.save_strategy=steps",
@@ -226,3 +213,12 @@ def test_whole_flow_survives_lost_pods_and_leaves_nothing(
     for call in created:
         assert token not in str(call["input"]["dockerArgs"])
         assert {"key": "HF_TOKEN", "value": token} in call["input"]["env"]
+    # One random status token per run, also an environment secret only.
+    status_tokens = {
+        item["value"]
+        for call in created
+        for item in call["input"]["env"]
+        if item["key"] == "TUNESHIP_STATUS_TOKEN"
+    }
+    assert len(status_tokens) == 1
+    assert all(t not in str(c["input"]["dockerArgs"]) for t in status_tokens for c in created)

@@ -326,9 +326,15 @@ class RunPodComputeConfig(_Section):
         "SECURE", description="Pod cloud type."
     )
     max_usd: float = Field(
-        20.0, gt=0, description="Most the run may spend on pods (all restarts together)."
+        20.0,
+        gt=0,
+        description=(
+            "Most the run may spend on pods (all restarts together); enforced while training."
+        ),
     )
-    max_hours: float = Field(12.0, gt=0, description="Most hours of pod time the run may use.")
+    max_hours: float = Field(
+        12.0, gt=0, description="Most hours of pod time the run may use (all pods together)."
+    )
     max_restarts: int = Field(
         2, ge=0, description="New pods rented after a pod dies, resuming from a checkpoint."
     )
@@ -347,6 +353,22 @@ class RunPodComputeConfig(_Section):
     )
     keep_staging: bool = Field(
         False, description="Keep the private Hub dataset repo the inputs were staged to."
+    )
+    unresponsive_grace_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "A RUNNING pod whose status endpoint does not answer for this long is treated "
+            "as lost (restarted from the newest pushed checkpoint)."
+        ),
+    )
+    status_interval_s: float = Field(
+        15.0, gt=0, le=60, description="How often the flow reads the pod's status endpoint."
+    )
+    stop_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="When the budget is reached: how long the pod may take to push a checkpoint.",
     )
 
     @field_validator("image")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, SecretStr
 
@@ -16,7 +17,10 @@ from tuneship.config import (
     PipelineConfig,
 )
 from tuneship.data.sources import DEMO_DATA
-from tuneship.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    from tuneship.data import PreparedData
+from tuneship.errors import ConfigError, TrainingError, TuneshipError
 
 
 @dataclass(frozen=True)
@@ -267,21 +271,45 @@ def check_runpod_compute(
     return CheckResult(name="runpod training", ok=True, detail=choice.describe())
 
 
+class ValidationFailedError(ConfigError):
+    """``tuneship validate`` found problems; each is on its own line.
+
+    Attributes:
+        problems: Every problem found, as the error each check raised.
+        passed: The checks that passed (the GPU, the cost estimate...), shown before them.
+    """
+
+    def __init__(self, problems: list[TuneshipError], passed: list[CheckResult]) -> None:
+        self.problems = problems
+        self.passed = passed
+        if len(problems) == 1:
+            message = str(problems[0])
+        else:
+            message = f"{len(problems)} problems:\n" + "\n".join(
+                f"{n}. {p}" for n, p in enumerate(problems, 1)
+            )
+        super().__init__(message)
+
+
 def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> list[CheckResult]:
     """Check everything that can be checked before training; start nothing.
 
     The data is read, validated, converted and split into a temporary folder, the
     training job spec is built and checked, and credentials and the registry are tried.
+    For ``compute.provider: runpod`` the GPU that would be rented and the estimated time
+    and cost are reported (RunPod's GPU list is read; nothing is rented). A failing check
+    does not hide the others: every problem is collected (checks that need a base model or
+    data that could not be read are skipped).
 
     Args:
         config: The run's configuration.
         secrets: The run's credentials (the CLI loads them); None reads the environment.
 
     Returns:
-        One result per check; the first failure raises instead.
+        One result per check.
 
     Raises:
-        TuneshipError: A check failed; the message says what to fix.
+        ValidationFailedError: Every problem found; the message says what to fix.
     """
     from transformers import AutoTokenizer
 
@@ -289,45 +317,96 @@ def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> l
     from tuneship.training import TrainJobSpec, check_training_spec
 
     secrets = secrets or RunSecrets.from_environment()
-    credentials = check_credentials(config, secrets)
-    base_dir = fetch_base_model(config, secrets)
-    results = [credentials, *check_before_training(config, base_dir, secrets)]
+    results: list[CheckResult] = []
+    problems: list[TuneshipError] = []
+
+    def attempt(check: Callable[[], list[CheckResult]]) -> bool:
+        try:
+            results.extend(check())
+        except TuneshipError as exc:
+            problems.append(exc)
+            return False
+        return True
+
+    attempt(lambda: [check_credentials(config, secrets)])
+    try:
+        base_dir = fetch_base_model(config, secrets)
+    except TuneshipError as exc:  # every later check needs the base model
+        problems.append(exc)
+        raise ValidationFailedError(problems, results) from None
+    before_ok = attempt(lambda: check_before_training(config, base_dir, secrets))
     with tempfile.TemporaryDirectory(prefix="tuneship-validate-") as tmp:
-        prepared = prepare_dataset(
-            config.data,
-            config.training.method,
-            config.training.evaluates,
-            Path(tmp) / "data",
-            tokenizer=AutoTokenizer.from_pretrained(base_dir),
-        )
-        detail = f"{prepared.n_train} train / {prepared.n_eval} eval rows ({prepared.eval_source})"
-        if prepared.report.warnings:
-            detail += "; warnings: " + "; ".join(prepared.report.warnings)
-        results.append(CheckResult(name="data", ok=True, detail=detail))
-        spec = TrainJobSpec(
-            model_path=str(base_dir),
-            train_path=prepared.train_path,
-            eval_path=prepared.eval_path,
-            trainer_format=prepared.trainer_format,
-            output_dir=str(Path(tmp) / "train"),
-            training=config.training,
-            max_length=config.data.max_length,
-            model_dtype=config.model.dtype,
-            device=_spec_check_device(config),
-            cuda_devices=[],
-        )
-        if config.compute.provider == "runpod" and config.training.adapter == "qlora":
-            pass  # 4-bit loading is checked on the pod's GPU; the CPU here cannot.
-        else:
-            check_training_spec(spec)
-        results.append(
-            CheckResult(
-                name="training",
-                ok=True,
-                detail=f"{config.training.method} with {config.training.adapter} on {spec.device}",
+        prepared_list: list[PreparedData] = []
+
+        def check_data() -> list[CheckResult]:
+            prepared = prepare_dataset(
+                config.data,
+                config.training.method,
+                config.training.evaluates,
+                Path(tmp) / "data",
+                tokenizer=AutoTokenizer.from_pretrained(base_dir),
             )
-        )
+            prepared_list.append(prepared)
+            detail = (
+                f"{prepared.n_train} train / {prepared.n_eval} eval rows ({prepared.eval_source})"
+            )
+            if prepared.report.warnings:
+                detail += "; warnings: " + "; ".join(prepared.report.warnings)
+            return [CheckResult(name="data", ok=True, detail=detail)]
+
+        if attempt(check_data):
+            prepared = prepared_list[0]
+            if before_ok and config.compute.provider == "runpod":  # else already reported
+                attempt(lambda: [estimate_runpod_cost(config, base_dir, prepared, secrets)])
+
+            def check_spec() -> list[CheckResult]:
+                spec = TrainJobSpec(
+                    model_path=str(base_dir),
+                    train_path=prepared.train_path,
+                    eval_path=prepared.eval_path,
+                    trainer_format=prepared.trainer_format,
+                    output_dir=str(Path(tmp) / "train"),
+                    training=config.training,
+                    max_length=config.data.max_length,
+                    model_dtype=config.model.dtype,
+                    device=_spec_check_device(config),
+                    cuda_devices=[],
+                )
+                if config.compute.provider == "runpod" and config.training.adapter == "qlora":
+                    pass  # 4-bit loading is checked on the pod's GPU; the CPU here cannot.
+                else:
+                    check_training_spec(spec)
+                detail = f"{config.training.method} with {config.training.adapter} on {spec.device}"
+                return [CheckResult(name="training", ok=True, detail=detail)]
+
+            attempt(check_spec)
+    if problems:
+        raise ValidationFailedError(problems, results)
     return results
+
+
+def estimate_runpod_cost(
+    config: PipelineConfig, base_model_dir: Path, prepared: PreparedData, secrets: RunSecrets
+) -> CheckResult:
+    """The estimated time and cost of a RunPod training run on the GPU it would rent.
+
+    Raises:
+        ConfigError: The run cannot train on RunPod (see :func:`check_runpod_compute`).
+    """
+    from tuneship.compute.budget import estimate_choice_cost
+    from tuneship.compute.runpod_plan import check_runpod_training
+
+    catalog = None
+    if secrets.runpod_api_key is not None:
+        from tuneship.runpod.client import RunPodClient
+
+        catalog = RunPodClient.from_environment(secrets.runpod_api_key)
+    choice = check_runpod_training(config, base_model_dir, secrets.runpod_api_key, catalog)
+    estimates = estimate_choice_cost(config, base_model_dir, choice, prepared, top=1)
+    detail = estimates[0].describe() if estimates else "unknown (no throughput figure for the GPU)"
+    settings = config.compute.runpod
+    detail += f"; budget ${settings.max_usd:g} / {settings.max_hours:g} h"
+    return CheckResult(name="runpod cost", ok=True, detail=detail)
 
 
 def _spec_check_device(config: PipelineConfig) -> Literal["cpu", "cuda"]:

@@ -131,11 +131,15 @@ def validate(
     _quiet_env()
     from tuneship.config import load_config
     from tuneship.tasks.credentials import load_run_secrets
-    from tuneship.validation import validate_run
+    from tuneship.validation import ValidationFailedError, validate_run
 
     try:
         cfg = load_config(config, set_ or [])
         results = validate_run(cfg, load_run_secrets(cfg))
+    except ValidationFailedError as exc:
+        for result in exc.passed:  # what could be checked, e.g. the GPU and the cost
+            typer.echo(f"ok  {result.name:<10} {result.detail}")
+        raise _fail(exc) from None
     except TuneshipError as exc:
         raise _fail(exc) from None
     for result in results:

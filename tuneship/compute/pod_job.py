@@ -15,6 +15,11 @@ the flow while the pod runs (the card needs the training metrics; the publish sp
 flow's go after its publish gate). The Hub token comes from the pod's ``HF_TOKEN``
 environment variable, never from the command line.
 
+With ``TUNESHIP_STATUS_TOKEN`` set, the status endpoint of :mod:`tuneship.compute.pod_status`
+serves live progress (and a stop action) on ``TUNESHIP_STATUS_PORT`` (default 8765) from
+the start: the flow's start-up phase ends when it first answers. After a requested stop,
+training pushes a checkpoint, the endpoint says which, and the pod waits to be terminated.
+
 Environment: ``TUNESHIP_STAGING_REPO`` (dataset repo id), ``HF_TOKEN``, optionally
 ``HF_ENDPOINT``, ``TUNESHIP_POD_WORKDIR`` (default ``/workspace``) and
 ``TUNESHIP_POD_ALLOW_CPU`` (tests only: train on the CPU when the pod has no GPU),
@@ -25,11 +30,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tuneship.compute.pod_status import (
+    STATUS_PORT,
+    STATUS_PORT_ENV,
+    STATUS_TOKEN_ENV,
+    STOPPED_EXIT,
+    PodStatus,
+    serve_status,
+)
 
 STAGING_REPO_ENV = "TUNESHIP_STAGING_REPO"
 WORKDIR_ENV = "TUNESHIP_POD_WORKDIR"
@@ -45,6 +60,8 @@ POD_STAGES = ("train", "merge", "package", "load_check", "publish")
 DEVICE_STAGES = ("train", "merge")
 # Stage output folders later stages read (relative to the work folder).
 STAGE_OUTPUTS = {"merge": f"out/{MERGED_DIR}", "package": "out/package"}
+STOPPED_LINGER_S = 1800.0
+"""After a requested stop, how long the pod keeps answering before it exits by itself."""
 
 
 def _device_for_pod() -> str:
@@ -146,7 +163,16 @@ def _fetch_base(base_repo: dict[str, Any] | None, dest: Path) -> None:
     )
 
 
-def run_pod_plan(workdir: Path, repo_id: str) -> int:
+def _newest_checkpoint(output_dir: Path) -> str | None:
+    steps = [
+        int(m.group(1))
+        for p in output_dir.glob("checkpoint-*")
+        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()
+    ]
+    return f"checkpoint-{max(steps)}" if steps else None
+
+
+def run_pod_plan(workdir: Path, repo_id: str, status: PodStatus | None = None) -> int:
     """Run the staged stages in ``workdir`` (the downloaded staging repo) and push results.
 
     A stage whose result is already in the staging repo (pushed by a pod that was lost
@@ -154,8 +180,14 @@ def run_pod_plan(workdir: Path, repo_id: str) -> int:
     Only a merge or package whose output folder a later stage needs, and which this new
     pod does not have, is rebuilt (quietly: its result was reported already).
 
+    Args:
+        workdir: The downloaded staging repo.
+        repo_id: The staging repo the results go to.
+        status: The status endpoint's state (phases, progress, stop), or None.
+
     Returns:
-        0 when every stage succeeded, else the failing stage's exit status (its result
+        0 when every stage succeeded, :data:`STOPPED_EXIT` after a requested stop (the
+        checkpoint is pushed, no result), else the failing stage's exit status (its result
         file, with the error, is pushed first so the flow reports it).
     """
     from huggingface_hub import HfApi
@@ -185,12 +217,29 @@ def run_pod_plan(workdir: Path, repo_id: str) -> int:
         if stage == "train" and plan.get("checkpoint_repo"):
             # A replacement pod resumes from the newest checkpoint pushed here.
             command += ["--push-checkpoints", str(plan["checkpoint_repo"])]
+        if stage == "train" and status is not None:
+            command += ["--progress-file", str(status.progress_file)]
+            command += ["--stop-file", str(status.stop_file)]
+        if status is not None:
+            status.set_phase(stage)
         print(f"pod: stage {stage} starts", flush=True)
-        status = subprocess.call(command, cwd=workdir)
+        code = subprocess.call(command, cwd=workdir)
+        if stage == "train" and status is not None and status.stop_requested:
+            # Stopped on request (the budget): the checkpoint is pushed; no result, no merge.
+            status.set_phase(
+                "stopped",
+                checkpoint=_newest_checkpoint(workdir / "out" / "train"),
+                checkpoint_repo=plan.get("checkpoint_repo"),
+            )
+            return STOPPED_EXIT
         if stage not in done and result.is_file():
-            _push_result(api, repo_id, workdir, stage, status == 0)
-        if status != 0:
-            return status
+            _push_result(api, repo_id, workdir, stage, code == 0)
+        if code != 0:
+            if status is not None:
+                status.set_phase("failed", error=f"{stage} exited with status {code}")
+            return code
+    if status is not None:
+        status.set_phase("done")
     return 0
 
 
@@ -198,7 +247,18 @@ def main() -> int:
     """Entry point on the pod; returns the exit status."""
     repo_id = os.environ[STAGING_REPO_ENV]
     workdir = Path(os.environ.get(WORKDIR_ENV, "/workspace")) / "tuneship" / "stage"
-    return run_pod_plan(workdir, repo_id)
+    token = os.environ.get(STATUS_TOKEN_ENV, "")
+    if not token:
+        return run_pod_plan(workdir, repo_id)
+    status = PodStatus(workdir.parent / "progress.jsonl", workdir.parent / "stop-requested")
+    serve_status(status, token, int(os.environ.get(STATUS_PORT_ENV, STATUS_PORT)))
+    code = run_pod_plan(workdir, repo_id, status)
+    if code == STOPPED_EXIT:
+        # Keep answering so the flow reads where the checkpoint is; it terminates the pod.
+        deadline = time.monotonic() + STOPPED_LINGER_S
+        while time.monotonic() < deadline:
+            time.sleep(5)
+    return code
 
 
 if __name__ == "__main__":

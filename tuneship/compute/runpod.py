@@ -42,8 +42,6 @@ from tuneship.packaging import CardInfo
 from tuneship.runpod.client import RunPodClient
 from tuneship.training.specs import MergeJobSpec, TrainJobSpec
 
-POD_STATUS_PORT = 8765
-
 
 class TrainingPod(BaseModel):
     """A rented training pod."""
@@ -285,6 +283,14 @@ def _result_file(api: Any, repo_id: str, stage: str) -> Path | None:
         return None
 
 
+def read_stage_result(api: Any, pod: TrainingPod, stage: str) -> Any | None:
+    """The stage's result if the pod pushed it (its error raised), else None."""
+    from tuneship.training.job import read_job_result
+
+    found = _result_file(api, pod.staging_repo, stage)
+    return None if found is None else read_job_result(found, stage)
+
+
 def wait_for_stage(
     client: RunPodClient,
     api: Any,
@@ -300,19 +306,17 @@ def wait_for_stage(
         ComputeError: The pod went away or exited without the result, or the time ran out.
         TuneshipError: The stage failed on the pod (its own error type and message).
     """
-    from tuneship.training.job import read_job_result
-
     deadline = time.monotonic() + timeout_s
     while True:
-        found = _result_file(api, pod.staging_repo, stage)
+        found = read_stage_result(api, pod, stage)
         if found is not None:
-            return read_job_result(found, stage)
+            return found
         state = client.get_pod(pod.pod_id)
         if state is None or state.get("desiredStatus") in ("EXITED", "TERMINATED"):
             # The result may have landed between the two reads.
-            found = _result_file(api, pod.staging_repo, stage)
+            found = read_stage_result(api, pod, stage)
             if found is not None:
-                return read_job_result(found, stage)
+                return found
             gone = "is gone" if state is None else "exited"
             raise PodLostError(
                 f"training pod {pod.name} ({pod.pod_id}) {gone} before the {stage} stage "

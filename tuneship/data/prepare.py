@@ -258,6 +258,9 @@ def _measure_lengths(
 ) -> None:
     lengths = count_tokens(rows, tokenizer, report.warnings)
     report.longest_row_tokens = max(lengths, default=0)
+    # Truncated rows train on max_length tokens: the cost estimate's tokens per row.
+    capped = [min(n, report.max_length) for n in lengths]
+    report.mean_row_tokens = round(sum(capped) / len(capped), 1) if capped else None
     report.long_rows = sum(1 for n in lengths if n > report.max_length)
     report.long_row_share = report.long_rows / len(lengths) if lengths else 0.0
     if report.long_rows:

@@ -20,6 +20,8 @@ class DataReport(BaseModel):
         long_row_share: ``long_rows`` over kept rows.
         max_length: The token limit checked against (``data.max_length``).
         longest_row_tokens: Tokens in the longest row; None when no tokenizer was given.
+        mean_row_tokens: Mean tokens per row as trained (capped at ``max_length``); None
+            when no tokenizer was given.
         warnings: Things to look at that do not stop training.
     """
 
@@ -31,6 +33,7 @@ class DataReport(BaseModel):
     long_row_share: float = 0.0
     max_length: int
     longest_row_tokens: int | None = None
+    mean_row_tokens: float | None = None
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -425,6 +425,7 @@ def run_weight_stages_on_runpod(
     One Prefect task per stage finishes when the pod reports that stage; a lost pod is
     replaced and the new one resumes at the stage that was running.
     """
+    from tuneship.compute.budget import tokens_per_step
     from tuneship.tasks.runpod_training import (
         PodStages,
         load_check_on_pod,
@@ -434,7 +435,6 @@ def run_weight_stages_on_runpod(
         publish_on_pod,
         release_training_pod,
         send_package_spec,
-        train_on_pod,
     )
 
     pods: PodStages | None = None
@@ -450,7 +450,8 @@ def run_weight_stages_on_runpod(
 
     try:
         pods = PodStages(config, base_dir, provision_runpod_gpu(config, base_dir, prepared))
-        trained = pods.run(train_on_pod)
+        # Live progress and the budget (over every pod of the run, lost ones included).
+        trained = pods.train(tokens_per_step(config, prepared.report.mean_row_tokens))
         gate = _gate(config, trained)
         card = build_card_info(config, base_dir, trained, prepared)
         send_package_spec(config, pods.pod, card)

@@ -5,12 +5,15 @@ the cheapest fitting GPU; ``train-with-eval``, ``merge-adapter``, ``package-mode
 ``load-check-with-vllm`` and ``publish-model`` each finish when the pod pushes that stage's
 result; :class:`PodStages` replaces a lost pod and waits on the same stage again (the new
 pod resumes there); :func:`release_training_pod` terminates the pod and removes the
-staging repo. Credentials are loaded here and passed down; the pod gets the Hub token as
-an environment secret only.
+staging repo. Credentials are loaded here and passed down; the pod gets the Hub token and
+the run's status token as environment secrets only. While the pod trains, its status
+endpoint's progress reaches the progress artifact and the log (at least once a minute),
+and the budget (``max_usd``, ``max_hours``, over every pod of the run) is enforced.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,9 +22,11 @@ from huggingface_hub import HfApi
 from prefect.artifacts import create_markdown_artifact
 from pydantic import SecretStr
 
+from tuneship.compute.budget import CostEstimate, Spend, estimate_choice_cost
 from tuneship.compute.pod_rental import rent_training_pod
+from tuneship.compute.pod_status import STATUS_PORT, STATUS_TOKEN_ENV
+from tuneship.compute.pod_watch import LiveProgress, watch_training_pod
 from tuneship.compute.runpod import (
-    POD_STATUS_PORT,
     PodLostError,
     TrainingPod,
     build_package_spec,
@@ -47,11 +52,27 @@ from tuneship.packaging import CardInfo, PackageResult
 from tuneship.planning.training import TrainingOption
 from tuneship.publishing.base import PublishResult
 from tuneship.runpod.client import RunPodClient
+from tuneship.secrets import register_secret
 from tuneship.tasks._common import artifact_key, get_logger, pipeline_task
 from tuneship.tasks.credentials import load_hf_token, load_runpod_client
+from tuneship.tasks.training import ProgressArtifact
 from tuneship.training.specs import MergeResult, TrainResult
 
 T = TypeVar("T")
+
+LIVE_LOG_EVERY_S = 60.0
+"""A live progress line is logged at least this often (and on every phase change)."""
+
+_STATUS_TOKENS: dict[str, str] = {}
+"""Per-run status tokens of this flow process: random, never a parameter or in a log."""
+
+
+def _status_token(run_name: str) -> str:
+    token = _STATUS_TOKENS.get(run_name)
+    if token is None:
+        token = _STATUS_TOKENS[run_name] = secrets.token_urlsafe(32)
+        register_secret(token)
+    return token
 
 
 def _runpod_client(config: PipelineConfig) -> RunPodClient:
@@ -98,6 +119,7 @@ def provision_runpod_gpu(
         settings.max_usd,
         settings.max_hours,
     )
+    report_cost_estimate(config, estimate_choice_cost(config, base_model_dir, choice, prepared))
     api = make_api(token, config.publish.hub_endpoint)
     repo = stage_training_inputs(
         api,
@@ -121,7 +143,11 @@ def _rent(
 ) -> TrainingPod:
     logger = get_logger()
     name = training_pod_name(config.name)
-    env = {"HF_TOKEN": token.get_secret_value(), "TUNESHIP_STAGING_REPO": repo}
+    env = {
+        "HF_TOKEN": token.get_secret_value(),
+        "TUNESHIP_STAGING_REPO": repo,
+        STATUS_TOKEN_ENV: _status_token(config.name),
+    }
     if config.publish.hub_endpoint:
         env["HF_ENDPOINT"] = config.publish.hub_endpoint
     settings = config.compute.runpod
@@ -131,7 +157,7 @@ def _rent(
         options=options,
         settings=settings,
         docker_args=training_pod_command(),
-        ports=f"{POD_STATUS_PORT}/http",
+        ports=f"{STATUS_PORT}/http",
         env=env,
         disk_gb=container_disk_gb(base_model_dir, settings),
         log=logger.info,
@@ -157,6 +183,36 @@ def _rent(
         pod.usd_per_hour,
     )
     return pod
+
+
+def report_cost_estimate(config: PipelineConfig, estimates: list[CostEstimate]) -> None:
+    """Log the estimated time and cost before renting and show them as an artifact."""
+    logger = get_logger()
+    settings = config.compute.runpod
+    if not estimates:
+        logger.warning("no cost estimate: the fitting GPUs' throughput is unknown")
+        return
+    logger.info("estimated: %s", estimates[0].describe())
+    rows = [
+        "| GPU | $/h | time (range) | cost (range) |",
+        "|---|---|---|---|",
+        *(
+            f"| {e.gpu_count} x {e.gpu_type_id} | {e.usd_per_hour:.2f} | {e.hours:.2f} h "
+            f"({e.hours_low:.2f}-{e.hours_high:.2f}) | ${e.usd:.2f} (${e.usd_low:.2f}-"
+            f"${e.usd_high:.2f}) |"
+            for e in estimates
+        ),
+    ]
+    create_markdown_artifact(
+        markdown=(
+            f"Estimated before renting, for ~{estimates[0].tokens:,} training tokens (FLOP-based, "
+            "30% model-FLOPs utilisation; the range is 45% to 15%, plus start-up and merge). "
+            f"The first row is rented first. Budget: ${settings.max_usd:g} and "
+            f"{settings.max_hours:g} h, enforced while training.\n\n" + "\n".join(rows)
+        ),
+        key=artifact_key(config.name, "cost-estimate"),
+        description="RunPod training: estimated time and cost",
+    )
 
 
 @pipeline_task("restart-pod")
@@ -204,10 +260,63 @@ def replace_training_pod(
     return pod
 
 
+class _LiveReporter:
+    """Pod progress to the progress artifact and, at least once a minute, the log."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.artifact = ProgressArtifact(config.name)
+        self._logged_at = 0.0
+        self._last: tuple[str, float | None] = ("", None)
+
+    def __call__(self, progress: LiveProgress) -> None:
+        if progress.percent is not None:
+            self.artifact.set(progress.percent)
+        now = time.monotonic()
+        changed = (progress.phase, progress.eval_loss) != self._last
+        if changed or now - self._logged_at >= LIVE_LOG_EVERY_S:
+            get_logger().info("pod: %s", progress.describe())
+            self._logged_at, self._last = now, (progress.phase, progress.eval_loss)
+
+
 @pipeline_task("train-with-eval")
-def train_on_pod(config: PipelineConfig, pod: TrainingPod) -> TrainResult:
-    """Wait for the pod's training stage and return its result (raised as its own error)."""
-    result: TrainResult = _wait(config, pod, "train")
+def train_on_pod(
+    config: PipelineConfig,
+    pod: TrainingPod,
+    spent_usd: float = 0.0,
+    spent_hours: float = 0.0,
+    tokens_per_step: float | None = None,
+) -> TrainResult:
+    """Follow the pod's training live and return its result (raised as its own error).
+
+    Args:
+        config: The run's configuration.
+        pod: The training pod.
+        spent_usd: Cost of the run's earlier (lost) pods, counted against ``max_usd``.
+        spent_hours: Their pod hours, counted against ``max_hours``.
+        tokens_per_step: Training tokens per step, for the tokens/s figure.
+
+    Raises:
+        PodLostError: The pod went away, exited, did not start up in time or stopped
+            answering (the flow rents a new one).
+        BudgetExceededError: The budget was reached; a checkpoint was pushed first.
+    """
+    reporter = _LiveReporter(config)
+    finished = False
+    try:
+        result: TrainResult = watch_training_pod(
+            _runpod_client(config),
+            _hub_api(config),
+            pod,
+            config,
+            token=_status_token(config.name),
+            spent_before=Spend(usd=spent_usd, hours=spent_hours),
+            tokens_per_step=tokens_per_step,
+            on_progress=reporter,
+            log=get_logger().info,
+        )
+        finished = True
+    finally:
+        reporter.artifact.close(100.0 if finished else None)
     create_markdown_artifact(
         markdown=(
             "| metric | value |\n|---|---|\n"
@@ -322,17 +431,39 @@ class PodStages:
         self.pod = pod
         self.restarts = 0
         self.lost: list[tuple[TrainingPod, float]] = []
+        self._lost_hours = 0.0
+
+    def spent(self) -> Spend:
+        """Cost and pod hours of the run's lost pods so far (they count against the budget)."""
+        return Spend(usd=sum(cost for _, cost in self.lost), hours=self._lost_hours)
 
     def run(self, stage: Callable[..., T], *args: Any) -> T:
         """Run ``stage(config, pod, *args)`` until it returns (at most max_restarts pods)."""
+        return self._retry(lambda: stage(self.config, self.pod, *args))
+
+    def train(self, tokens_per_step: float | None = None) -> TrainResult:
+        """Run ``train-with-eval``, live, until it returns (at most max_restarts pods).
+
+        Each attempt is given what the lost pods before it cost, so ``max_usd`` and
+        ``max_hours`` hold for the run as a whole, not per pod.
+        """
+
+        def attempt() -> TrainResult:
+            spent = self.spent()
+            return train_on_pod(self.config, self.pod, spent.usd, spent.hours, tokens_per_step)
+
+        return self._retry(attempt)
+
+    def _retry(self, call: Callable[[], T]) -> T:
         while True:
             try:
-                return stage(self.config, self.pod, *args)
+                return call()
             except PodLostError as exc:
                 if self.restarts >= self.config.compute.runpod.max_restarts:
                     raise
                 self.restarts += 1
                 self.lost.append((self.pod, pod_cost_usd(self.pod)))
+                self._lost_hours += (time.time() - self.pod.started_at) / 3600
                 self.pod = replace_training_pod(
                     self.config, self.base_dir, self.pod, str(exc), self.restarts
                 )

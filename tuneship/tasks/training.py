@@ -37,7 +37,7 @@ from tuneship.training.metrics_report import (
 )
 
 
-class _ProgressArtifact:
+class ProgressArtifact:
     """A Prefect progress artifact written from a background thread.
 
     An API write takes the calling thread tens to hundreds of milliseconds on a busy
@@ -92,7 +92,7 @@ class _ProgressReporter:
 
     LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")
 
-    def __init__(self, artifact: _ProgressArtifact | None = None) -> None:
+    def __init__(self, artifact: ProgressArtifact | None = None) -> None:
         self.artifact = artifact
         self._last_logged_step: int | None = None
         self._logged: dict[str, float] = {}
@@ -189,7 +189,7 @@ def train_model(
     spec_file = write_spec(spec, Path(spec.output_dir) / "train-spec.json")
     loaded = TrainJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8"))
     callbacks = prepare_hub_checkpoints(loaded, publish, run_name)
-    artifact = _ProgressArtifact(run_name)
+    artifact = ProgressArtifact(run_name)
     finished = False
     try:
         result = run_training(loaded, on_progress=_ProgressReporter(artifact), callbacks=callbacks)

@@ -3,7 +3,7 @@
 Usage::
 
     python -m tuneship.training.job train SPEC.json RESULT.json [--progress-file P.jsonl]
-        [--push-checkpoints REPO]
+        [--push-checkpoints REPO] [--stop-file STOP]
     python -m tuneship.training.job merge SPEC.json RESULT.json
     python -m tuneship.training.job package|load_check|publish SPEC.json RESULT.json
 
@@ -18,6 +18,7 @@ fix it holds ``{"ok": false, "error_type": ..., "message": ...}`` and the exit s
 1. :func:`read_job_result` turns that file back into a result or the original error.
 Progress lines are printed to stdout as ``TUNESHIP_PROGRESS {json}`` (and appended to
 ``--progress-file`` when given) so a caller can follow a remote run from its logs.
+When ``--stop-file`` appears, training saves (and pushes) a checkpoint and stops.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def run_job(
     spec_path: str | Path,
     progress_file: str | Path | None = None,
     push_checkpoints: str | None = None,
+    stop_file: str | Path | None = None,
 ) -> Any:
     """Load a spec file and run its stage in this process.
 
@@ -138,6 +140,7 @@ def run_job(
         progress_file: Append training progress here (JSONL).
         push_checkpoints: A Hub model repo whose ``checkpoints`` branch gets every saved
             checkpoint (and, with ``resume_from_checkpoint=auto``, gives the newest back).
+        stop_file: Save a checkpoint and stop training once this file exists.
 
     Raises:
         TuneshipError: The spec is invalid or the stage failed.
@@ -153,6 +156,10 @@ def run_job(
 
         file = Path(progress_file) if progress_file else None
         callbacks = _hub_checkpoint_callbacks(spec, push_checkpoints) if push_checkpoints else []
+        if stop_file:
+            from tuneship.training.stop_file import StopFileCallback
+
+            callbacks.append(StopFileCallback(stop_file))
         printer = _progress_printer(file)
         return train_with_oom_retry(
             spec,
@@ -179,11 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REPO",
         help="push checkpoints to REPO's 'checkpoints' branch and resume from it (HF_TOKEN)",
     )
+    parser.add_argument(
+        "--stop-file", metavar="STOP", help="save a checkpoint and stop once STOP exists"
+    )
     args = parser.parse_args(argv)
     result_file = Path(args.result)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_job(args.stage, args.spec, args.progress_file, args.push_checkpoints)
+        result = run_job(
+            args.stage, args.spec, args.progress_file, args.push_checkpoints, args.stop_file
+        )
     except TuneshipError as exc:
         payload = {"ok": False, "error_type": type(exc).__name__, "message": str(exc)}
         result_file.write_text(json.dumps(payload, indent=2), encoding="utf-8")
