@@ -222,8 +222,10 @@ def test_pod_progress_is_live_silence_is_a_lost_pod_and_the_budget_stop_pushes_a
 
     def freeze_after_some_steps(progress: object) -> None:
         seen.append(progress)
-        if (getattr(progress, "step", None) or 0) >= 4:
-            fake_runpod.freeze_pod(pod.pod_id)  # the container hangs; RunPod says RUNNING
+        # Once a speed is known (two reports at different steps: a fast first read can
+        # already be past step 4), the container hangs; RunPod still says RUNNING.
+        if (getattr(progress, "step", None) or 0) >= 4 and getattr(progress, "tokens_per_s", None):
+            fake_runpod.freeze_pod(pod.pod_id)
 
     try:
         with pytest.raises(PodUnresponsiveError, match="has not answered for"):
