@@ -104,6 +104,7 @@ def main() -> None:
     from fake_runpod import FakeRunPod
     from prefect.testing.utilities import prefect_test_harness
 
+    from tuneship.compute.pod_status import STATUS_PORT, STATUS_PORT_ENV
     from tuneship.config import load_config
     from tuneship.demo import demo_config_path
     from tuneship.demo.tiny_model import build_tiny_model
@@ -118,6 +119,7 @@ def main() -> None:
             "RUNPOD_API_KEY": fake.api_key,
             "RUNPOD_API_BASE_URL": fake.url,
             "RUNPOD_ENDPOINT_BASE_URL": fake.endpoint_base,
+            "TUNESHIP_RUNPOD_POD_PROXY_URL": fake.proxy_template,
             "TUNESHIP_HOME": str(root / "home"),
         }
     )
@@ -136,6 +138,9 @@ def main() -> None:
     hub.add_folder("acme/tiny-base", root / "tiny")
     fake.run_pod_commands = True
     fake.pod_root = root / "pods"
+    # The pod's status endpoint gets a free local port that the fake proxy maps to, as in
+    # tests/_runpod_helpers.py: the flow follows training live, as on RunPod.
+    fake.pod_port_env = {STATUS_PORT: STATUS_PORT_ENV}
     fake.pod_env = {
         "HF_ENDPOINT": hub.endpoint,
         "HF_HUB_OFFLINE": "0",
@@ -150,6 +155,7 @@ def main() -> None:
             "name=bench-rp",
             "model.base=acme/tiny-base",
             "compute.provider=runpod",
+            "compute.runpod.status_interval_s=2",
             f"training.max_steps={args.max_steps}",
             f"training.eval_steps={args.save_steps}",
             "training.save_strategy=steps",
