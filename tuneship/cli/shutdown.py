@@ -141,4 +141,27 @@ def ephemeral_prefect_api(timeout_s: int = EPHEMERAL_API_STARTUP_TIMEOUT_S) -> I
     try:
         yield
     finally:
+        send_queued_logs_and_events()
         server.stop()
+
+
+def send_queued_logs_and_events(timeout_s: float = 10.0) -> None:
+    """Send the logs and events Prefect still holds while its API is up.
+
+    Prefect ships them in batches from background workers and drains the workers at
+    interpreter exit; after the temporary API has stopped, that drain can only fail, after
+    retrying for seconds, and the run's last log lines are lost.
+
+    Args:
+        timeout_s: Longest wait per worker.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout_s)
+        except Exception as exc:  # a lost log batch must not fail a finished run
+            print(
+                f"could not send Prefect's queued {worker.__name__} items: {exc}", file=sys.stderr
+            )
