@@ -22,6 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A loaded machine can take longer than Prefect's 20 s to start its temporary API.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 # credentials, resolve, checks, data, provision, memory plan, train, merge, package, publish,
 # register
