@@ -140,6 +140,9 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     # Prefect takes the table's columns from its first row: every column is in every row.
     assert all(set(row) == {"step", "loss", "eval_loss"} for row in metrics)
     assert [row["eval_loss"] for row in metrics if row["eval_loss"] != ""]
+    # The progress artifact, made by a background thread, belongs to this run and ends full.
+    progress = _artifact_data(str(summary.flow_run_id), "tuneship-demo-training-progress")
+    assert float(progress) == 100.0
 
     # Running the same job again registers no duplicate.
     again = finetune_and_deploy(cfg)
