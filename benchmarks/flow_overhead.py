@@ -6,7 +6,8 @@ Run on demand (not in CI):
 
 It prints the ephemeral API's start-up time, the flow's overhead per task, and the ratio of
 the medians of the long runs without start-up. Aim: under 1 s per task and a ratio under
-1.05. The default step count gives about a minute of training on two idle CPU cores; the
+1.05. The default step count gives about a minute of training on two idle CPU cores
+(estimated from 72 s for the demo's 300 steps); the
 long runs are repeated (``--long-repeats``, default 3) in the order flow, plain, plain,
 flow, flow, plain, ... so drifting machine load hits both sides alike, and the load
 average is printed before and after.
