@@ -39,11 +39,13 @@ from tuneship.tasks.preflight import (
 )
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.serving import (
+    answer_with_base_model,
     answer_with_transformers,
     check_loads_in_vllm,
     plan_local_serving,
     should_check_with_vllm,
     smoke_test_endpoint,
+    wants_base_answer,
 )
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training.merge import describe_merge_check
@@ -85,6 +87,7 @@ class RunSummary(BaseModel):
     merge_check: str | None = None
     load_check: str | None = None
     training_notes: list[str] = []
+    base_answer: str = ""
     merged_dir: str
     package_dir: str
     published: PublishResult
@@ -248,6 +251,10 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
+    # The base model's answer to the smoke question, shown beside the fine-tune's.
+    base_answer = ""
+    if wants_base_answer(config):
+        base_answer = answer_with_base_model(base_dir, config.serve)
     if config.compute.provider == "runpod":
         stages = run_weight_stages_on_runpod(config, base_dir, prepared, run_id)
     else:
@@ -287,6 +294,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         merge_check=describe_merge_check(merged),
         load_check=stages.load_check,
         training_notes=trained.notes,
+        base_answer=base_answer,
         merged_dir=merged.merged_dir,
         package_dir=package_path,
         published=published,
@@ -643,6 +651,8 @@ def render_summary(summary: RunSummary) -> str:
         state = "still running" if dep.kept_running else "stopped at the end of the run"
         rows.append(("endpoint", f"{dep.url} (model {dep.served_model_name}; {state})"))
         if dep.question:
+            if summary.base_answer:
+                rows.append(("base model's answer", repr(summary.base_answer)))
             rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
         if dep.reference_answer:
             rows.append(("transformers answer", repr(dep.reference_answer)))
