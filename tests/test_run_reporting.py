@@ -101,13 +101,32 @@ def test_cpu_training_plan_is_a_rent_list() -> None:
     from _planning_helpers import fixture_facts
 
     from tuneship.planning import plan_table_rows, plan_training
+    from tuneship.planning.training_time import planned_tokens_per_gpu
 
-    rows = plan_table_rows(plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora"), rent_list=True)
+    tokens = planned_tokens_per_gpu(
+        300, 1.0, None, batch_size=8, gradient_accumulation_steps=1, seq_len=512
+    )
+    plan = plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora", tokens_per_gpu=tokens)
+    rows = plan_table_rows(plan, rent_list=True)
     assert rows and all("chosen" not in r for r in rows)
     fitting = [r["usd_per_hour"] for r in rows if r["fits"]]
     priced = [p for p in fitting if p != ""]
     # Cheapest first; options without a listed price come after the priced ones.
     assert priced and priced == sorted(priced) and fitting[: len(priced)] == priced
+    # Every priced GPU has the time and cost of the planned steps filled in, and the cost
+    # is its price for that time (N GPUs run the same steps in the same time, N x the price).
+    by_option = {(o.gpu, o.gpu_count): o for o in plan.options}
+    for row in rows:
+        if row["usd_per_hour"] == "":
+            continue
+        assert row["estimated_time"] and row["price_basis"].startswith("runpod")
+        hours = by_option[(row["gpu"], row["gpu_count"])].estimated_hours
+        assert row["estimated_cost_usd"] == pytest.approx(hours * row["usd_per_hour"], rel=0.01)
+    h100 = {r["gpu_count"]: r for r in rows if r["gpu"] == "H100 SXM"}
+    assert h100[2]["estimated_time"] == h100[1]["estimated_time"]
+    assert h100[2]["estimated_cost_usd"] == pytest.approx(
+        2 * h100[1]["estimated_cost_usd"], rel=0.01
+    )
 
 
 @pytest.mark.parametrize("value", ["hf_abc", "+1", "# h"])

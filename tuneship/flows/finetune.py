@@ -249,7 +249,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     else:
         handle = provision_compute(config.compute)
         device = handle.device
-        plan_training_memory(config, base_dir, handle)
+        plan_training_memory(config, base_dir, handle, prepared.n_train)
         with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
             trained = train_model(
                 build_train_spec(config, base_dir, prepared, handle), config.name, config.publish

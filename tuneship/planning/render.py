@@ -14,6 +14,23 @@ def _num(value: float | int | None, fmt: str = "{:,}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def format_hours(hours: float | None) -> str:
+    """A duration for a reader: ``"under 1 s"``, ``"40 s"``, ``"12 min"``, ``"3.5 h"`` or "".
+
+    Args:
+        hours: The duration in hours, or None.
+    """
+    if hours is None:
+        return ""
+    if hours * 3600 < 1:
+        return "under 1 s"
+    if hours * 3600 < 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"
+
+
 def _serving_cells(option: ServingOption, chosen: bool) -> list[str]:
     return [
         ">" if chosen else "",
@@ -182,8 +199,8 @@ def plan_table_rows(
     Args:
         plan: A serving or training plan.
         rent_list: For a training plan made where no GPU was given (a CPU run): list what
-            could be rented, cheapest per hour first, with no option marked chosen, and
-            leave out cost columns that no option has.
+            could be rented, cheapest per hour first, with no option marked chosen, each
+            with its estimated time and cost (empty where the plan has none).
 
     Returns:
         One flat dict per option, chosen first, with reasons joined by ``"; "``.
@@ -193,13 +210,14 @@ def plan_table_rows(
             plan.options,
             key=lambda o: (not o.fits, o.usd_per_hour is None, o.usd_per_hour or 0.0),
         )
-        with_cost = any(o.estimated_cost_usd is not None for o in options)
         return [
             {
                 "gpu": o.gpu,
                 "gpu_count": o.gpu_count,
                 "usd_per_hour": "" if o.usd_per_hour is None else o.usd_per_hour,
-                **({"estimated_cost_usd": o.estimated_cost_usd or ""} if with_cost else {}),
+                "estimated_time": format_hours(o.estimated_hours),
+                "estimated_cost_usd": "" if o.estimated_cost_usd is None else o.estimated_cost_usd,
+                "price_basis": o.price_basis,
                 "fits": o.fits,
                 "peak_gib": o.peak_gib,
                 "usable_gib": o.usable_gib,
