@@ -141,4 +141,14 @@ def ephemeral_prefect_api(timeout_s: int = EPHEMERAL_API_STARTUP_TIMEOUT_S) -> I
     try:
         yield
     finally:
+        _send_queued_logs()
         server.stop()
+
+
+def _send_queued_logs(timeout_s: float = 10.0) -> None:
+    # Prefect sends run logs to its API in the background. Logs still queued when the
+    # temporary server stops would be sent at exit to a dead server, which prints
+    # "--- Error logging to API ---" after the run's own `error:` line.
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s)
