@@ -171,3 +171,32 @@ def test_training_progress_draws_a_bar_on_a_terminal() -> None:
     text = out.getvalue()
     assert "4/4" in text and "loss 2.5" in text and "eval_loss 1.5" in text
     assert "ETA" in text
+
+
+def test_published_model_artifact_names_the_store_it_went_to(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tuneship.publishing.base import PublishResult
+    from tuneship.publishing.local_store import LocalStorePublisher
+    from tuneship.tasks.publishing import describe_published_model
+
+    folder = tmp_path / "packaged"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    local = LocalStorePublisher(tmp_path / "store").publish(
+        folder, "acme/tiny", commit_message="test"
+    )
+    markdown, description = describe_published_model(local)
+    # A file:// link goes nowhere from the UI: the local folder is text to copy.
+    assert "file://" not in markdown and f"`{local.location}`" in markdown
+    assert description.startswith("The published model in the local store: acme/tiny")
+    assert "Hub" not in description.split("(")[0]
+    hub = PublishResult(
+        target="hub",
+        repo_id="acme/tiny",
+        revision=local.revision,
+        location="https://huggingface.co/acme/tiny",
+        url=f"https://huggingface.co/acme/tiny/tree/{local.revision}",
+        created_new_revision=True,
+    )
+    markdown, description = describe_published_model(hub)
+    assert markdown == f"[acme/tiny@{local.revision[:12]}]({hub.url})"
+    assert description.startswith("The published model on the Hub: acme/tiny")
