@@ -62,10 +62,36 @@ def test_loss_chart_is_svg_with_both_series_and_the_base_line() -> None:
     texts = "".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "base eval loss 6.277" in texts and "eval loss" in texts
 
+    # The y axis is labelled with round values that cover every point.
+    from tuneship.training.metrics_report import nice_ticks
+
+    values = [v for _, v in [*result.loss_history, *result.eval_loss_history]]
+    shown = [*values, result.base_eval_loss]
+    ticks = nice_ticks(min(shown), max(shown))
+    labels = [t.text for t in root.iter(f"{ns}text") if t.get("text-anchor") == "end"]
+    assert labels == [f"{t:g}" for t in ticks]
+    assert ticks[0] <= min(values) and ticks[-1] >= result.base_eval_loss
+
     markdown = render_loss_chart_markdown(result)
     encoded = re.search(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert encoded and base64.b64decode(encoded.group(1)).decode() == svg
     assert "6.277 (base) -> 1.801" in markdown
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.24, 4.893, [0, 1, 2, 3, 4, 5]),
+        (0.0012, 0.0049, [0.001, 0.002, 0.003, 0.004, 0.005]),
+        (1.0, 1.0, [0.5, 0.75, 1.0, 1.25, 1.5]),
+    ],
+)
+def test_chart_ticks_are_round_and_cover_the_values(
+    low: float, high: float, expected: list[float]
+) -> None:
+    from tuneship.training.metrics_report import nice_ticks
+
+    assert nice_ticks(low, high) == pytest.approx(expected)
 
 
 def test_markdown_cells_render_as_text() -> None:
