@@ -226,3 +226,58 @@ def test_published_model_artifact_names_the_store_it_went_to(tmp_path) -> None: 
     markdown, description = describe_published_model(hub)
     assert markdown == f"[acme/tiny@{local.revision[:12]}]({hub.url})"
     assert description.startswith("The published model on the Hub: acme/tiny")
+
+
+def test_run_summary_artifact_is_a_list_that_renders_as_written() -> None:
+    # Prefect's UI clips table cells that do not fit on one line; list items wrap.
+    from tuneship.flows.finetune import RunSummary, render_summary, render_summary_list
+    from tuneship.publishing.base import PublishResult
+
+    folder = "/home/a_user/.tuneship/models/acme/my_model/revisions/" + "c" * 40
+    summary = RunSummary(
+        name="my-run",
+        flow_run_id=None,
+        base_model="acme/base*model",
+        device="cpu",
+        n_train=9,
+        n_eval=1,
+        dataset_fingerprint="ab" * 32,
+        base_eval_loss=None,
+        eval_loss=None,
+        gate="-",
+        merge_check="merged model vs float32 base + adapter: max abs logit difference 1e-05 "
+        "(tolerance 0.002, float32, 4 rows; unmerged float32 noise 1e-06)",
+        merged_dir="/m",
+        package_dir="/p",
+        published=PublishResult(
+            target="local",
+            repo_id="acme/my_model",
+            revision="c" * 40,
+            location=folder,
+            created_new_revision=True,
+        ),
+        registry_url="sqlite:///r.db",
+        model_name="acme/my_model",
+        model_version="c" * 40,
+    )
+    markdown = render_summary_list(summary)
+    lines = markdown.splitlines()
+    assert lines[0] == "**run** my-run"
+    items = [line for line in lines if line.startswith("- **")]
+    assert [line.split("**")[1] for line in items] == [
+        "base model",
+        "device",
+        "data",
+        "dataset fingerprint",
+        "eval",
+        "merge check",
+        "packaged model",
+        "published",
+        "revision",
+        "registry",
+    ]
+    # Markdown characters in values are escaped, so they render as the text they are.
+    assert r"acme/base\*model" in markdown and r"a\_user" in markdown
+    assert "- **eval**: -" in markdown
+    # The CLI keeps the table, with a real header row.
+    assert render_summary(summary).splitlines()[0] == "| run | my-run |"
