@@ -135,24 +135,36 @@ def test_cpu_training_plan_is_a_rent_list() -> None:
     plan = plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora", tokens_per_gpu=tokens)
     rows = plan_table_rows(plan, rent_list=True)
     assert rows and all("chosen" not in r for r in rows)
+    # One row per GPU type: the fewest GPUs of it that fit.
+    assert len({r["gpu"] for r in rows}) == len(rows) == len({o.gpu for o in plan.options})
+    for row in rows:
+        fitting_counts = [o.gpu_count for o in plan.options if o.gpu == row["gpu"] and o.fits]
+        if fitting_counts:
+            assert row["fits"] and row["gpu_count"] == min(fitting_counts)
     fitting = [r["usd_per_hour"] for r in rows if r["fits"]]
     priced = [p for p in fitting if p != ""]
     # Cheapest first; options without a listed price come after the priced ones.
     assert priced and priced == sorted(priced) and fitting[: len(priced)] == priced
     # Every priced GPU has the time and cost of the planned steps filled in, and the cost
-    # is its price for that time (N GPUs run the same steps in the same time, N x the price).
+    # is its price for that time.
     by_option = {(o.gpu, o.gpu_count): o for o in plan.options}
     for row in rows:
         if row["usd_per_hour"] == "":
             continue
-        assert row["estimated_time"] and row["price_basis"].startswith("runpod")
-        hours = by_option[(row["gpu"], row["gpu_count"])].estimated_hours
-        assert row["estimated_cost_usd"] == pytest.approx(hours * row["usd_per_hour"], rel=0.01)
-    h100 = {r["gpu_count"]: r for r in rows if r["gpu"] == "H100 SXM"}
-    assert h100[2]["estimated_time"] == h100[1]["estimated_time"]
-    assert h100[2]["estimated_cost_usd"] == pytest.approx(
-        2 * h100[1]["estimated_cost_usd"], rel=0.01
-    )
+        option = by_option[(row["gpu"], row["gpu_count"])]
+        assert row["estimated_time"] and row["price"] in ("pod", "serverless rate (no pod price)")
+        assert option.estimated_hours and option.estimated_cost_usd
+        expected = option.estimated_hours * option.usd_per_hour
+        assert option.estimated_cost_usd == pytest.approx(expected, rel=0.01)
+        shown = row["estimated_cost_usd"]
+        if expected < 0.005:
+            assert shown == "under 0.01"
+        else:
+            assert float(shown.replace(",", "")) == pytest.approx(expected, abs=0.011)
+    # N GPUs run the same steps in the same time, at N x the price.
+    h100 = {o.gpu_count: o for o in plan.options if o.gpu == "H100 SXM"}
+    assert h100[2].estimated_hours == h100[1].estimated_hours
+    assert h100[2].estimated_cost_usd == pytest.approx(2 * h100[1].estimated_cost_usd, rel=0.01)
 
 
 @pytest.mark.parametrize("value", ["hf_abc", "+1", "# h"])
