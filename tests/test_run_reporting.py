@@ -152,7 +152,7 @@ def test_cpu_training_plan_is_a_rent_list() -> None:
         if row["usd_per_hour"] == "":
             continue
         option = by_option[(row["gpu"], row["gpu_count"])]
-        assert row["estimated_time"] and row["price"] in ("pod", "serverless rate (no pod price)")
+        assert row["estimated_time"] and row["price"] in ("pod", "serverless")
         assert option.estimated_hours and option.estimated_cost_usd
         expected = option.estimated_hours * option.usd_per_hour
         assert option.estimated_cost_usd == pytest.approx(expected, rel=0.01)

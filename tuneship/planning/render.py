@@ -44,8 +44,10 @@ def format_usd(usd: float | None) -> str:
 
 _PRICE_BASIS_SHORT = {
     "runpod pod": "pod",
-    "runpod serverless rate (no pod price known)": "serverless rate (no pod price)",
+    "runpod serverless rate (no pod price known)": "serverless",
+    "no price (owned or unpriced GPU)": "none",
 }
+"""Short names for a plan's price basis: Prefect's UI clips table cells to one line."""
 
 
 def _fewest_gpus_per_type(options: list[TrainingOption]) -> list[TrainingOption]:

@@ -71,7 +71,8 @@ def plan_training_memory(
         cost_basis = (
             f"; time and cost of the planned {tokens:,} tokens per GPU (rows counted at "
             f"data.max_length), estimated from FLOPs at {MFU:.0%} utilisation, start-up not "
-            "included"
+            "included; price: a RunPod pod's, or its serverless rate where no pod price is "
+            "known"
             if tokens
             else ""
         )
