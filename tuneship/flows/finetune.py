@@ -26,7 +26,7 @@ from tuneship.runs import (
     new_run_dir,
     publish_lock,
 )
-from tuneship.tables import format_markdown_table
+from tuneship.tables import escape_markdown_text, format_markdown_table
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
@@ -306,7 +306,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         training_cost_detail=stages.training_cost_detail,
     )
     create_markdown_artifact(
-        markdown=render_summary(summary),
+        markdown=render_summary_list(summary),
         key=artifact_key(config.name, "run-summary"),
         description="What this run produced",
     )
@@ -387,7 +387,7 @@ def run_weight_stages_locally(
     """Train, gate, merge, package, load-check, publish and register on this machine."""
     logger = get_logger()
     handle = provision_compute(config.compute)
-    plan_training_memory(config, base_dir, handle)
+    plan_training_memory(config, base_dir, handle, prepared.n_train)
     with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
         trained = train_model(
             build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
@@ -626,7 +626,23 @@ def deploy_published_to_runpod(
 
 
 def render_summary(summary: RunSummary) -> str:
-    """Render a run summary as a Markdown table (artifact and CLI output)."""
+    """Render a run summary as a Markdown table (the CLI's output)."""
+    return format_markdown_table(("run", summary.name), summary_rows(summary))
+
+
+def render_summary_list(summary: RunSummary) -> str:
+    """Render a run summary as a Markdown list (the run-summary artifact).
+
+    Prefect's UI draws table cells on one line and clips what does not fit (the merge check,
+    the model folder's path), while list items wrap.
+    """
+    lines = [f"**run** {escape_markdown_text(summary.name)}", ""]
+    lines += [f"- **{key}**: {escape_markdown_text(value)}" for key, value in summary_rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """The run summary as ``(what, value)`` pairs, in reading order."""
     rows = [
         ("base model", summary.base_model),
         ("device", summary.device),
@@ -656,4 +672,4 @@ def render_summary(summary: RunSummary) -> str:
             rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
         if dep.reference_answer:
             rows.append(("transformers answer", repr(dep.reference_answer)))
-    return format_markdown_table(("run", summary.name), rows)
+    return rows
