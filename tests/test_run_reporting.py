@@ -283,6 +283,7 @@ def test_run_summary_artifact_is_a_list_that_renders_as_written() -> None:
         "dataset fingerprint",
         "eval",
         "merge check",
+        "vLLM load check",
         "packaged model",
         "published",
         "revision",
