@@ -117,3 +117,50 @@ def test_summary_states_the_merge_checks_measured_difference() -> None:
         "(tolerance 0.002, float32, 4 rows; unmerged float32 noise 3.1e-06, fine-tune "
         "effect 9.5, top-1 agreement 100.0%, base alone 25.0%)"
     )
+
+
+@pytest.mark.slow
+def test_demo_lora_merge_check_compares_two_computations(tmp_path: Path) -> None:
+    """The demo's merge check on a LoRA adapter of the demo base: the merged weights
+    (W + BA folded) are scored against base + adapter computed unmerged, in float32.
+
+    Two different computations round differently, so their difference is small but not
+    zero; a model compared with itself (the old full fine-tune demo) would give exactly 0.
+    """
+    from _training_helpers import make_spec
+
+    from tuneship.config import load_config
+    from tuneship.demo import demo_config_path
+    from tuneship.training import MergeJobSpec
+    from tuneship.training.merge import run_merge
+    from tuneship.training.train import run_training
+
+    demo = load_config(demo_config_path())
+    assert demo.model.base == DEMO_PRETRAINED_BASE_MODEL and demo.training.adapter == "lora"
+    base = ensure_pretrained_demo_model()
+    spec = make_spec(
+        base,
+        tmp_path,
+        evaluate=False,
+        max_steps=4,
+        learning_rate=5e-3,
+        lora={"r": demo.training.lora.r, "alpha": demo.training.lora.alpha, "dropout": 0.0},
+    )
+    trained = run_training(spec)
+    result = run_merge(
+        MergeJobSpec(
+            base_model_path=str(base),
+            adapter_path=trained.output_path,
+            output_dir=str(tmp_path / "merged"),
+            eval_path=str(tmp_path / "data" / "eval.jsonl"),
+        )
+    )
+
+    assert result.merged and result.dtype == "float32"
+    # In float32 the unmerged computation is the reference itself, so its noise is 0 ...
+    assert result.unmerged_noise == 0.0
+    # ... while the merged model is another computation: it differs, within tolerance.
+    assert 0.0 < result.max_abs_logit_diff <= result.tolerance
+    # The adapter changed the model far beyond that difference, and the merge kept it.
+    assert result.finetune_effect > 100 * result.max_abs_logit_diff
+    assert result.top1_agreement >= result.base_top1_agreement

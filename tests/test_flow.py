@@ -88,6 +88,7 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
 
     assert summary.base_eval_loss is not None and summary.eval_loss is not None
     assert summary.eval_loss < summary.base_eval_loss
+    assert summary.base_answer == ""  # nothing is served, so the base is not asked either
     folder = Path(summary.published.location)
     assert folder.is_dir() and folder.is_relative_to(tmp_path / "store")
 
@@ -139,6 +140,9 @@ def test_pipeline_end_to_end_registers_a_loadable_better_model(tmp_path: Path) -
     # Prefect takes the table's columns from its first row: every column is in every row.
     assert all(set(row) == {"step", "loss", "eval_loss"} for row in metrics)
     assert [row["eval_loss"] for row in metrics if row["eval_loss"] != ""]
+    # The progress artifact, made by a background thread, belongs to this run and ends full.
+    progress = _artifact_data(str(summary.flow_run_id), "tuneship-demo-training-progress")
+    assert float(progress) == 100.0
 
     # Running the same job again registers no duplicate.
     again = finetune_and_deploy(cfg)
@@ -174,7 +178,7 @@ def test_pipeline_serves_answers_and_stops_the_server(tmp_path: Path) -> None:
     """The full pipeline with local vLLM: smoke-tested endpoint, recorded, then stopped."""
     from _serving_helpers import assert_group_gone, engine_python_or_skip
 
-    from tuneship.flows.finetune import finetune_and_deploy
+    from tuneship.flows.finetune import finetune_and_deploy, render_summary
     from tuneship.registry import Registry
 
     engine = engine_python_or_skip()
@@ -193,6 +197,11 @@ def test_pipeline_serves_answers_and_stops_the_server(tmp_path: Path) -> None:
     dep = summary.deployment
     assert dep is not None and dep.answer.strip()
     assert not dep.kept_running
+    # Before and after: the base model (before training) and the fine-tune (transformers
+    # on the served folder) answered the same question, and the summary shows both.
+    assert summary.base_answer.strip() and dep.reference_answer.strip()
+    table = render_summary(summary)
+    assert repr(summary.base_answer) in table and repr(dep.reference_answer) in table
     record = Registry(cfg.registry_url()).get_deployment(dep.name)
     assert record is not None
     assert record.status == "stopped" and record.model_version == summary.model_version

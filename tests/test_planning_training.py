@@ -150,3 +150,44 @@ def test_bad_inputs() -> None:
         training_memory_parts(facts, "dora")  # type: ignore[arg-type]
     with pytest.raises(PlanningError, match="--seq-len"):
         training_memory_parts(facts, "lora", seq_len=0)
+
+
+def test_planned_steps_are_timed_from_each_gpus_flops() -> None:
+    from tuneship.planning.training_time import (
+        BF16_DENSE_TFLOPS,
+        MFU,
+        planned_tokens_per_gpu,
+        training_flops_per_token,
+    )
+
+    facts = fixture_facts("Qwen--Qwen3-8B")
+    # 100 steps of 4 rows x 2 accumulation of 1,024 tokens; by epochs: ceil(1.5 x 1,000 / 8).
+    tokens = planned_tokens_per_gpu(
+        100, 1.0, None, batch_size=4, gradient_accumulation_steps=2, seq_len=1024
+    )
+    assert tokens == 100 * 8 * 1024
+    by_epochs = planned_tokens_per_gpu(
+        -1, 1.5, 1000, batch_size=4, gradient_accumulation_steps=2, seq_len=1024
+    )
+    assert by_epochs == 188 * 8 * 1024
+    assert (
+        planned_tokens_per_gpu(
+            -1, 1.0, None, batch_size=4, gradient_accumulation_steps=2, seq_len=8
+        )
+        is None
+    )
+    lora = plan_training(facts, "lora", tokens_per_gpu=tokens, counts=(1,))
+    full = plan_training(facts, "full", tokens_per_gpu=tokens, counts=(8,))
+    h100 = next(o for o in lora.options if o.runpod_gpu_id == "NVIDIA H100 80GB HBM3")
+    expected = tokens * 4 * facts.param_count / (989e12 * MFU) / 3600
+    assert h100.estimated_hours == pytest.approx(expected, rel=0.01)
+    assert h100.estimated_cost_usd == pytest.approx(expected * h100.usd_per_hour, rel=0.01)
+    # Full fine-tuning also computes weight gradients: 6N instead of 4N FLOPs per token.
+    assert training_flops_per_token(10, "full", False) / training_flops_per_token(
+        10, "lora", False
+    ) == pytest.approx(1.5)
+    full_h100 = next(o for o in full.options if o.runpod_gpu_id == "NVIDIA H100 80GB HBM3")
+    assert full_h100.estimated_hours == pytest.approx(1.5 * expected, rel=0.01)
+    # Every GPU RunPod rents has a throughput, so every priced option has a cost.
+    assert all(o.runpod_gpu_id in BF16_DENSE_TFLOPS for o in lora.options)
+    assert all(o.estimated_cost_usd is not None for o in lora.options if o.usd_per_hour)

@@ -62,10 +62,36 @@ def test_loss_chart_is_svg_with_both_series_and_the_base_line() -> None:
     texts = "".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "base eval loss 6.277" in texts and "eval loss" in texts
 
+    # The y axis is labelled with round values that cover every point.
+    from tuneship.training.metrics_report import nice_ticks
+
+    values = [v for _, v in [*result.loss_history, *result.eval_loss_history]]
+    shown = [*values, result.base_eval_loss]
+    ticks = nice_ticks(min(shown), max(shown))
+    labels = [t.text for t in root.iter(f"{ns}text") if t.get("text-anchor") == "end"]
+    assert labels == [f"{t:g}" for t in ticks]
+    assert ticks[0] <= min(values) and ticks[-1] >= result.base_eval_loss
+
     markdown = render_loss_chart_markdown(result)
     encoded = re.search(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert encoded and base64.b64decode(encoded.group(1)).decode() == svg
     assert "6.277 (base) -> 1.801" in markdown
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.24, 4.893, [0, 1, 2, 3, 4, 5]),
+        (0.0012, 0.0049, [0.001, 0.002, 0.003, 0.004, 0.005]),
+        (1.0, 1.0, [0.5, 0.75, 1.0, 1.25, 1.5]),
+    ],
+)
+def test_chart_ticks_are_round_and_cover_the_values(
+    low: float, high: float, expected: list[float]
+) -> None:
+    from tuneship.training.metrics_report import nice_ticks
+
+    assert nice_ticks(low, high) == pytest.approx(expected)
 
 
 def test_markdown_cells_render_as_text() -> None:
@@ -101,13 +127,44 @@ def test_cpu_training_plan_is_a_rent_list() -> None:
     from _planning_helpers import fixture_facts
 
     from tuneship.planning import plan_table_rows, plan_training
+    from tuneship.planning.training_time import planned_tokens_per_gpu
 
-    rows = plan_table_rows(plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora"), rent_list=True)
+    tokens = planned_tokens_per_gpu(
+        300, 1.0, None, batch_size=8, gradient_accumulation_steps=1, seq_len=512
+    )
+    plan = plan_training(fixture_facts("Qwen--Qwen3-8B"), "lora", tokens_per_gpu=tokens)
+    rows = plan_table_rows(plan, rent_list=True)
     assert rows and all("chosen" not in r for r in rows)
+    # One row per GPU type: the fewest GPUs of it that fit.
+    assert len({r["gpu"] for r in rows}) == len(rows) == len({o.gpu for o in plan.options})
+    for row in rows:
+        fitting_counts = [o.gpu_count for o in plan.options if o.gpu == row["gpu"] and o.fits]
+        if fitting_counts:
+            assert row["fits"] and row["gpu_count"] == min(fitting_counts)
     fitting = [r["usd_per_hour"] for r in rows if r["fits"]]
     priced = [p for p in fitting if p != ""]
     # Cheapest first; options without a listed price come after the priced ones.
     assert priced and priced == sorted(priced) and fitting[: len(priced)] == priced
+    # Every priced GPU has the time and cost of the planned steps filled in, and the cost
+    # is its price for that time.
+    by_option = {(o.gpu, o.gpu_count): o for o in plan.options}
+    for row in rows:
+        if row["usd_per_hour"] == "":
+            continue
+        option = by_option[(row["gpu"], row["gpu_count"])]
+        assert row["estimated_time"] and row["price"] in ("pod", "serverless")
+        assert option.estimated_hours and option.estimated_cost_usd
+        expected = option.estimated_hours * option.usd_per_hour
+        assert option.estimated_cost_usd == pytest.approx(expected, rel=0.01)
+        shown = row["estimated_cost_usd"]
+        if expected < 0.005:
+            assert shown == "under 0.01"
+        else:
+            assert float(shown.replace(",", "")) == pytest.approx(expected, abs=0.011)
+    # N GPUs run the same steps in the same time, at N x the price.
+    h100 = {o.gpu_count: o for o in plan.options if o.gpu == "H100 SXM"}
+    assert h100[2].estimated_hours == h100[1].estimated_hours
+    assert h100[2].estimated_cost_usd == pytest.approx(2 * h100[1].estimated_cost_usd, rel=0.01)
 
 
 @pytest.mark.parametrize("value", ["hf_abc", "+1", "# h"])
@@ -152,3 +209,88 @@ def test_training_progress_draws_a_bar_on_a_terminal() -> None:
     text = out.getvalue()
     assert "4/4" in text and "loss 2.5" in text and "eval_loss 1.5" in text
     assert "ETA" in text
+
+
+def test_published_model_artifact_names_the_store_it_went_to(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tuneship.publishing.base import PublishResult
+    from tuneship.publishing.local_store import LocalStorePublisher
+    from tuneship.tasks.publishing import describe_published_model
+
+    folder = tmp_path / "packaged"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    local = LocalStorePublisher(tmp_path / "store").publish(
+        folder, "acme/tiny", commit_message="test"
+    )
+    markdown, description = describe_published_model(local)
+    # A file:// link goes nowhere from the UI: the local folder is text to copy.
+    assert "file://" not in markdown and f"`{local.location}`" in markdown
+    assert description.startswith("The published model in the local store: acme/tiny")
+    assert "Hub" not in description.split("(")[0]
+    hub = PublishResult(
+        target="hub",
+        repo_id="acme/tiny",
+        revision=local.revision,
+        location="https://huggingface.co/acme/tiny",
+        url=f"https://huggingface.co/acme/tiny/tree/{local.revision}",
+        created_new_revision=True,
+    )
+    markdown, description = describe_published_model(hub)
+    assert markdown == f"[acme/tiny@{local.revision[:12]}]({hub.url})"
+    assert description.startswith("The published model on the Hub: acme/tiny")
+
+
+def test_run_summary_artifact_is_a_list_that_renders_as_written() -> None:
+    # Prefect's UI clips table cells that do not fit on one line; list items wrap.
+    from tuneship.flows.finetune import RunSummary, render_summary, render_summary_list
+    from tuneship.publishing.base import PublishResult
+
+    folder = "/home/a_user/.tuneship/models/acme/my_model/revisions/" + "c" * 40
+    summary = RunSummary(
+        name="my-run",
+        flow_run_id=None,
+        base_model="acme/base*model",
+        device="cpu",
+        n_train=9,
+        n_eval=1,
+        dataset_fingerprint="ab" * 32,
+        base_eval_loss=None,
+        eval_loss=None,
+        gate="-",
+        merge_check="merged model vs float32 base + adapter: max abs logit difference 1e-05 "
+        "(tolerance 0.002, float32, 4 rows; unmerged float32 noise 1e-06)",
+        merged_dir="/m",
+        package_dir="/p",
+        published=PublishResult(
+            target="local",
+            repo_id="acme/my_model",
+            revision="c" * 40,
+            location=folder,
+            created_new_revision=True,
+        ),
+        registry_url="sqlite:///r.db",
+        model_name="acme/my_model",
+        model_version="c" * 40,
+    )
+    markdown = render_summary_list(summary)
+    lines = markdown.splitlines()
+    assert lines[0] == "**run** my-run"
+    items = [line for line in lines if line.startswith("- **")]
+    assert [line.split("**")[1] for line in items] == [
+        "base model",
+        "device",
+        "data",
+        "dataset fingerprint",
+        "eval",
+        "merge check",
+        "vLLM load check",
+        "packaged model",
+        "published",
+        "revision",
+        "registry",
+    ]
+    # Markdown characters in values are escaped, so they render as the text they are.
+    assert r"acme/base\*model" in markdown and r"a\_user" in markdown
+    assert "- **eval**: -" in markdown
+    # The CLI keeps the table, with a real header row.
+    assert render_summary(summary).splitlines()[0] == "| run | my-run |"

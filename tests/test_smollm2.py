@@ -114,3 +114,36 @@ def test_an_engine_answering_wrongly_fails_the_check(smollm2_dir: Path) -> None:
     message = str(caught.value)
     assert repr(nonsense) in message and repr(right_text) in message and "Paris" in message
     assert "serve.dtype: float32" in message
+
+
+def test_loss_mask_on_smollm2s_own_tokenizer(smollm2_dir: Path) -> None:
+    """The mask on the real SmolLM2 tokenizer and template: one run per assistant turn,
+    each its content and ``<|im_end|>``; the system prompt and questions stay unmasked."""
+    from transformers import AutoTokenizer
+
+    from tuneship.training.loss_mask import build_assistant_mask, has_generation_markers
+
+    chat = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is a zorblax?"},
+        {"role": "assistant", "content": "A zorblax is a seven-stringed copper harp."},
+        {"role": "user", "content": "Where is it from?"},
+        {"role": "assistant", "content": "From the village of Quillby."},
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    assert not has_generation_markers(tokenizer.chat_template)
+
+    ids, mask = build_assistant_mask(tokenizer, chat)
+
+    assert tokenizer.decode(ids) == tokenizer.apply_chat_template(chat, tokenize=False)
+    runs: list[list[int]] = []
+    for i, (token, bit) in enumerate(zip(ids, mask, strict=True)):
+        if bit and (i == 0 or not mask[i - 1]):
+            runs.append([])
+        if bit:
+            runs[-1].append(token)
+    answers = [m["content"] for m in chat if m["role"] == "assistant"]
+    assert [tokenizer.decode(run).strip() for run in runs] == [a + "<|im_end|>" for a in answers]
+    unmasked = tokenizer.decode([t for t, bit in zip(ids, mask, strict=True) if not bit])
+    for message in chat:
+        assert (message["content"] in unmasked) is (message["role"] != "assistant")

@@ -65,6 +65,16 @@ def escape_markdown_cell(value: object) -> str:
     return text
 
 
+def escape_markdown_text(value: object) -> str:
+    """Make ``value`` safe inside a Markdown paragraph or list item: it renders as written.
+
+    Characters that would start emphasis, code, links or HTML (``\\ * _ ` [ ] < >``) are
+    escaped, and newlines become spaces.
+    """
+    text = " ".join(str(value).split())
+    return "".join("\\" + ch if ch in "\\*_`[]<>" else ch for ch in text)
+
+
 def format_markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Render a Markdown table whose cells are escaped with ``escape_markdown_cell``.
 

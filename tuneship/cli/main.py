@@ -190,6 +190,8 @@ def _run_flow(config_path: Path | None, overrides: list[str]) -> None:
         typer.echo(f"endpoint: {dep.url}  (model {dep.served_model_name!r})")
         if dep.question:
             typer.echo(f"question: {dep.question}")
+            if summary.base_answer:
+                typer.echo(f"before training (base model, transformers): {summary.base_answer}")
             typer.echo(f"answer:   {dep.answer}")
             if dep.reference_answer:
                 typer.echo(f"transformers on the same folder: {dep.reference_answer}")

@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -115,7 +116,12 @@ def flush_to_api(timeout_s: float = 30.0) -> None:
     from prefect.logging.handlers import APILogWorker
 
     for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=timeout_s)
+        try:
+            worker.drain_all(timeout=timeout_s)
+        except Exception as exc:  # a lost log batch must not fail a finished run
+            print(
+                f"could not send Prefect's queued {worker.__name__} items: {exc}", file=sys.stderr
+            )
 
 
 def _needs_ephemeral_api() -> bool:

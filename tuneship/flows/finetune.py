@@ -26,7 +26,7 @@ from tuneship.runs import (
     new_run_dir,
     publish_lock,
 )
-from tuneship.tables import format_markdown_table
+from tuneship.tables import escape_markdown_text, format_markdown_table
 from tuneship.tasks._common import artifact_key, get_logger
 from tuneship.tasks.compute import hold_gpu_slots, provision_compute
 from tuneship.tasks.credentials import RUNPOD_TARGETS, load_target
@@ -39,11 +39,13 @@ from tuneship.tasks.preflight import (
 )
 from tuneship.tasks.publishing import package_merged_model, publish_model, register_model
 from tuneship.tasks.serving import (
+    answer_with_base_model,
     answer_with_transformers,
     check_loads_in_vllm,
     plan_local_serving,
     should_check_with_vllm,
     smoke_test_endpoint,
+    wants_base_answer,
 )
 from tuneship.tasks.training import merge_adapter, train_model
 from tuneship.training.merge import describe_merge_check
@@ -85,6 +87,7 @@ class RunSummary(BaseModel):
     merge_check: str | None = None
     load_check: str | None = None
     training_notes: list[str] = []
+    base_answer: str = ""
     merged_dir: str
     package_dir: str
     published: PublishResult
@@ -248,6 +251,10 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     base_dir = resolve_base_model_task(config)
     check_before_training_task(config, base_dir)
     prepared = prepare_dataset_split(config, base_dir)
+    # The base model's answer to the smoke question, shown beside the fine-tune's.
+    base_answer = ""
+    if wants_base_answer(config):
+        base_answer = answer_with_base_model(base_dir, config.serve)
     if config.compute.provider == "runpod":
         stages = run_weight_stages_on_runpod(config, base_dir, prepared, run_id)
     else:
@@ -287,6 +294,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         merge_check=describe_merge_check(merged),
         load_check=stages.load_check,
         training_notes=trained.notes,
+        base_answer=base_answer,
         merged_dir=merged.merged_dir,
         package_dir=package_path,
         published=published,
@@ -298,7 +306,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         training_cost_detail=stages.training_cost_detail,
     )
     create_markdown_artifact(
-        markdown=render_summary(summary),
+        markdown=render_summary_list(summary),
         key=artifact_key(config.name, "run-summary"),
         description="What this run produced",
     )
@@ -379,7 +387,7 @@ def run_weight_stages_locally(
     """Train, gate, merge, package, load-check, publish and register on this machine."""
     logger = get_logger()
     handle = provision_compute(config.compute)
-    plan_training_memory(config, base_dir, handle)
+    plan_training_memory(config, base_dir, handle, prepared.n_train)
     with hold_gpu_slots(handle, config.compute.concurrency_timeout_s):
         trained = train_model(
             build_train_spec(config, base_dir, prepared, handle), config.name, config.publish
@@ -619,7 +627,23 @@ def deploy_published_to_runpod(
 
 
 def render_summary(summary: RunSummary) -> str:
-    """Render a run summary as a Markdown table (artifact and CLI output)."""
+    """Render a run summary as a Markdown table (the CLI's output)."""
+    return format_markdown_table(("run", summary.name), summary_rows(summary))
+
+
+def render_summary_list(summary: RunSummary) -> str:
+    """Render a run summary as a Markdown list (the run-summary artifact).
+
+    Prefect's UI draws table cells on one line and clips what does not fit (the merge check,
+    the model folder's path), while list items wrap.
+    """
+    lines = [f"**run** {escape_markdown_text(summary.name)}", ""]
+    lines += [f"- **{key}**: {escape_markdown_text(value)}" for key, value in summary_rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """The run summary as ``(what, value)`` pairs, in reading order."""
     rows = [
         ("base model", summary.base_model),
         ("device", summary.device),
@@ -644,7 +668,9 @@ def render_summary(summary: RunSummary) -> str:
         state = "still running" if dep.kept_running else "stopped at the end of the run"
         rows.append(("endpoint", f"{dep.url} (model {dep.served_model_name}; {state})"))
         if dep.question:
+            if summary.base_answer:
+                rows.append(("base model's answer", repr(summary.base_answer)))
             rows.append(("smoke test", f"{dep.question!r}: served {dep.answer!r}"))
         if dep.reference_answer:
             rows.append(("transformers answer", repr(dep.reference_answer)))
-    return format_markdown_table(("run", summary.name), rows)
+    return rows

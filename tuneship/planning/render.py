@@ -6,12 +6,63 @@ from typing import Any
 
 from tuneship.planning.gpus import load_gpu_catalog
 from tuneship.planning.serving import ServingOption, ServingPlan
-from tuneship.planning.training import TrainingPlan
+from tuneship.planning.training import TrainingOption, TrainingPlan
 from tuneship.tables import format_table
 
 
 def _num(value: float | int | None, fmt: str = "{:,}") -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def format_hours(hours: float | None) -> str:
+    """A duration for a reader: ``"under 1 s"``, ``"40 s"``, ``"12 min"``, ``"3.5 h"`` or "".
+
+    Args:
+        hours: The duration in hours, or None.
+    """
+    if hours is None:
+        return ""
+    if hours * 3600 < 1:
+        return "under 1 s"
+    if hours * 3600 < 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"
+
+
+def format_usd(usd: float | None) -> str:
+    """A cost for a reader: ``"12.34"``, ``"under 0.01"``; empty when unknown.
+
+    Args:
+        usd: The cost in US dollars, or None.
+    """
+    if usd is None:
+        return ""
+    return "under 0.01" if usd < 0.005 else f"{usd:,.2f}"
+
+
+_PRICE_BASIS_SHORT = {
+    "runpod pod": "pod",
+    "runpod serverless rate (no pod price known)": "serverless",
+    "no price (owned or unpriced GPU)": "none",
+}
+"""Short names for a plan's price basis: Prefect's UI clips table cells to one line."""
+
+
+def _fewest_gpus_per_type(options: list[TrainingOption]) -> list[TrainingOption]:
+    # Per GPU type, the fewest GPUs that fit; a type that never fits shows its largest count
+    # with the reason.
+    best: dict[str, TrainingOption] = {}
+    for option in options:
+        kept = best.get(option.gpu)
+        if (
+            kept is None
+            or (option.fits and (not kept.fits or option.gpu_count < kept.gpu_count))
+            or (not option.fits and not kept.fits and option.gpu_count > kept.gpu_count)
+        ):
+            best[option.gpu] = option
+    return list(best.values())
 
 
 def _serving_cells(option: ServingOption, chosen: bool) -> list[str]:
@@ -182,25 +233,27 @@ def plan_table_rows(
     Args:
         plan: A serving or training plan.
         rent_list: For a training plan made where no GPU was given (a CPU run): list what
-            could be rented, cheapest per hour first, with no option marked chosen, and
-            leave out cost columns that no option has.
+            could be rented, one row per GPU type (the fewest GPUs that fit), cheapest per
+            hour first, with no option marked chosen, each with its estimated time and cost
+            (empty where the plan has none).
 
     Returns:
         One flat dict per option, chosen first, with reasons joined by ``"; "``.
     """
     if isinstance(plan, TrainingPlan) and rent_list:
         options = sorted(
-            plan.options,
+            _fewest_gpus_per_type(plan.options),
             key=lambda o: (not o.fits, o.usd_per_hour is None, o.usd_per_hour or 0.0),
         )
-        with_cost = any(o.estimated_cost_usd is not None for o in options)
         return [
             {
                 "gpu": o.gpu,
                 "gpu_count": o.gpu_count,
-                "usd_per_hour": "" if o.usd_per_hour is None else o.usd_per_hour,
-                **({"estimated_cost_usd": o.estimated_cost_usd or ""} if with_cost else {}),
                 "fits": o.fits,
+                "usd_per_hour": "" if o.usd_per_hour is None else o.usd_per_hour,
+                "estimated_time": format_hours(o.estimated_hours),
+                "estimated_cost_usd": format_usd(o.estimated_cost_usd),
+                "price": _PRICE_BASIS_SHORT.get(o.price_basis, o.price_basis),
                 "peak_gib": o.peak_gib,
                 "usable_gib": o.usable_gib,
                 "reasons": "; ".join(o.reasons),

@@ -33,8 +33,15 @@ from tuneship.errors import PlanningError
 from tuneship.planning.gpus import CUDA_CONTEXT_GIB, GIB, GpuSpec, load_gpu_catalog
 from tuneship.planning.model_facts import ModelFacts
 from tuneship.planning.parameters import parameter_breakdown
+from tuneship.planning.training_time import estimate_training_hours, training_flops_per_token
 
 Method = Literal["lora", "qlora", "full"]
+
+
+def _round_significant(value: float, digits: int = 3) -> float:
+    # A tiny model's run costs a fraction of a cent: fixed decimals would show 0.
+    return float(f"{value:.{digits}g}")
+
 
 NF4_BYTES_PER_PARAM = 0.5 + 0.127 / 8
 """NF4 weights (4 bits) plus double-quantised constants (0.127 bit/param, QLoRA paper)."""
@@ -238,6 +245,7 @@ def plan_training(
     counts: Sequence[int] = (1, 2, 4, 8),
     tokens: int | None = None,
     throughput_tokens_per_s: float | None = None,
+    tokens_per_gpu: int | None = None,
     price_basis: Literal["pod", "serverless"] = "pod",
 ) -> TrainingPlan:
     """Plan a fine-tuning run: its peak memory and the cheapest GPU type and count for it.
@@ -253,6 +261,9 @@ def plan_training(
         counts: GPU counts to consider per type.
         tokens: Tokens the run will process (all epochs), for the cost estimate.
         throughput_tokens_per_s: Training throughput of the whole job, for the estimate.
+        tokens_per_gpu: Tokens each GPU trains on in the planned steps; without a measured
+            ``throughput_tokens_per_s``, each GPU type's time is estimated from its FLOPs
+            (:mod:`tuneship.planning.training_time`).
         price_basis: ``"pod"`` prices (default) or ``"serverless"`` rates.
 
     Returns:
@@ -283,6 +294,7 @@ def plan_training(
         if throughput_tokens_per_s <= 0:
             raise PlanningError("throughput must be positive")
         hours = tokens / throughput_tokens_per_s / 3600
+    flops_per_token = training_flops_per_token(facts.param_count, method, gradient_checkpointing)
     candidates = list(gpus) if gpus is not None else load_gpu_catalog().rentable()
     options = []
     for gpu in candidates:
@@ -302,6 +314,11 @@ def plan_training(
                 )
             price, basis = gpu.price_per_hour(price_basis)
             usd = round(price * count, 4) if price is not None else None
+            option_hours = hours
+            if option_hours is None and tokens_per_gpu:
+                option_hours = estimate_training_hours(
+                    tokens_per_gpu, flops_per_token, gpu.runpod_id, method
+                )
             options.append(
                 TrainingOption(
                     gpu=gpu.name,
@@ -313,9 +330,13 @@ def plan_training(
                     fits=not reasons,
                     reasons=reasons,
                     price_basis=basis,
-                    estimated_hours=round(hours, 3) if hours is not None else None,
+                    estimated_hours=(
+                        _round_significant(option_hours) if option_hours is not None else None
+                    ),
                     estimated_cost_usd=(
-                        round(hours * usd, 2) if hours is not None and usd is not None else None
+                        _round_significant(option_hours * usd)
+                        if option_hours is not None and usd is not None
+                        else None
                     ),
                     runpod_gpu_id=gpu.runpod_id,
                 )

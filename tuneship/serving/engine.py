@@ -4,7 +4,8 @@ vLLM pins its own torch and transformers, so it runs from its own venv (as it wo
 its own container in production) and tuneship talks to it over HTTP only. The engine is
 looked up in this order: the config's ``engine_command`` / ``engine_python``,
 ``$TUNESHIP_VLLM_PYTHON``, ``<repo>/.venv-vllm/bin/python`` (what
-``scripts/setup-vllm-engine.sh`` creates) and ``$TUNESHIP_HOME/vllm-venv/bin/python``.
+``scripts/setup-vllm-engine.sh`` creates), the ``.venv-vllm`` next to the virtual environment
+tuneship runs in and ``$TUNESHIP_HOME/vllm-venv/bin/python``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from tuneship.config import ServeConfig, default_home
@@ -36,6 +38,21 @@ def repo_root() -> Path | None:
     """Return the source checkout tuneship runs from, or None for an installed wheel."""
     root = Path(__file__).resolve().parents[2]
     return root if (root / "scripts" / "setup-vllm-engine.sh").is_file() else None
+
+
+def beside_running_venv() -> Path | None:
+    """Return ``.venv-vllm/bin/python`` next to the virtual environment tuneship runs in.
+
+    A Prefect worker runs flows from a fresh clone of the repository (the ``git_clone``
+    pull step), which has no ``.venv-vllm`` of its own, while the worker's Python is the
+    ``.venv`` that ``scripts/install.sh`` created beside ``.venv-vllm``.
+
+    Returns:
+        The path (it need not exist), or None outside a virtual environment.
+    """
+    if sys.prefix == sys.base_prefix:
+        return None
+    return Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python"
 
 
 def install_command() -> str:
@@ -69,6 +86,9 @@ def candidate_pythons(configured: str | None = None) -> list[tuple[str, Path]]:
     root = repo_root()
     if root is not None:
         found.append(("repo .venv-vllm", root / ".venv-vllm" / "bin" / "python"))
+    beside = beside_running_venv()
+    if beside is not None and all(beside != path for _, path in found):
+        found.append(("the .venv-vllm beside this venv", beside))
     found.append(("$TUNESHIP_HOME/vllm-venv", default_home() / "vllm-venv" / "bin" / "python"))
     return found
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from tuneship.config import PipelineConfig
 from tuneship.errors import ConfigError
@@ -66,6 +66,32 @@ def build_publisher(config: PipelineConfig) -> Publisher:
     return LocalStorePublisher(config.store_dir())
 
 
+def describe_published_model(result: PublishResult) -> tuple[str, str]:
+    """The published-model artifact: Markdown (a link for the Hub) and its description.
+
+    A local store's ``file://`` URL is no link a browser follows from the Prefect UI, so a
+    local publish shows the folder as text to copy instead.
+
+    Args:
+        result: Where the publish put the model.
+
+    Returns:
+        ``(markdown, description)``.
+    """
+    revision = result.revision[:12]
+    if result.url and result.url.startswith(("https://", "http://")):
+        return (
+            f"[{result.repo_id}@{revision}]({result.url})",
+            f"The published model on the Hub: {result.repo_id} at revision {revision} "
+            "(what the registry and deployments point at)",
+        )
+    return (
+        f"Published `{result.repo_id}` revision `{result.revision}` to `{result.location}`",
+        f"The published model in the local store: {result.repo_id} at revision {revision} "
+        "(a folder laid out like the Hub; what the registry and deployments point at)",
+    )
+
+
 @pipeline_task(
     "publish-model", HUB_RETRY, run_name="publish-{config.publish.target}-{config.publish.repo_id}"
 )
@@ -91,21 +117,12 @@ def publish_model(config: PipelineConfig, folder: str, run_label: str) -> Publis
         result.revision[:12],
         "" if result.created_new_revision else " (unchanged; nothing new written)",
     )
-    if result.url:
-        create_link_artifact(
-            link=result.url,
-            link_text=f"{result.repo_id}@{result.revision[:12]}",
-            key=artifact_key(config.name, "published-model"),
-            description=f"The published model on the Hub: {result.repo_id} at revision "
-            f"{result.revision[:12]} (what the registry and deployments point at)",
-        )
-    else:
-        create_markdown_artifact(
-            markdown=f"Published `{result.repo_id}` revision `{result.revision}` to "
-            f"`{result.location}`",
-            key=artifact_key(config.name, "published-model"),
-            description=f"The published model in the local store: {result.repo_id}",
-        )
+    markdown, description = describe_published_model(result)
+    create_markdown_artifact(
+        markdown=markdown,
+        key=artifact_key(config.name, "published-model"),
+        description=description,
+    )
     return result
 
 

@@ -217,3 +217,41 @@ def answer_with_transformers(model_dir: str, serve: ServeConfig) -> str:
     from tuneship.serving.engine_check import reference_chat_answer
 
     return reference_chat_answer(model_dir, serve.smoke_prompt, serve.smoke_system_prompt)
+
+
+def wants_base_answer(config: PipelineConfig) -> bool:
+    """Whether the run asks the base model the smoke question before training.
+
+    Only where the fine-tune's answer is also computed with transformers on this machine
+    (a local or Docker server, greedy smoke test, local training), so before and after
+    answer the same question the same way and no large remote base is loaded here.
+    """
+    from tuneship.tasks.credentials import RUNPOD_TARGETS
+
+    return (
+        config.serve.target not in ("none", *RUNPOD_TARGETS)
+        and config.serve.smoke_test
+        and config.serve.smoke_temperature == 0
+        and config.compute.provider == "local"
+    )
+
+
+@pipeline_task("base-model-answer")
+def answer_with_base_model(base_dir: str, serve: ServeConfig) -> str:
+    """Return the base model's greedy answer to the smoke question, before training.
+
+    The summary shows it beside the fine-tune's answer, so a reader sees what training
+    changed.
+
+    Args:
+        base_dir: The base model folder.
+        serve: The ``serve`` section (its smoke question and system prompt).
+
+    Returns:
+        The answer transformers generates greedily in float32 on the base model.
+    """
+    from tuneship.serving.engine_check import reference_chat_answer
+
+    answer = reference_chat_answer(base_dir, serve.smoke_prompt, serve.smoke_system_prompt)
+    get_logger().info("before training, the base model answers %r", answer[:200])
+    return answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -39,6 +40,29 @@ def build_metrics_table(result: TrainResult) -> list[dict[str, float | int | str
     return [rows[k] for k in sorted(rows)]
 
 
+def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Evenly spaced round axis values (steps of 1, 2, 2.5 or 5 x 10^k) that cover the range.
+
+    Args:
+        low: The smallest value to show.
+        high: The largest value to show.
+        most: At most this many ticks.
+
+    Returns:
+        Ascending tick values; the first is at most ``low``, the last at least ``high``.
+    """
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    magnitude = 10 ** math.floor(math.log10((high - low) / (most - 1)))
+    for factor in (1.0, 2.0, 2.5, 5.0, 10.0):
+        step = factor * magnitude
+        first, last = math.floor(low / step), math.ceil(high / step)
+        if last - first + 1 <= most:
+            break
+    # Rounded so that 0.1 x 3 reads 0.3, not 0.30000000000000004.
+    return [round(i * step, 10) for i in range(first, last + 1)]
+
+
 def render_loss_chart_svg(
     loss: Sequence[tuple[int, float]],
     eval_loss: Sequence[tuple[int, float]],
@@ -63,11 +87,8 @@ def render_loss_chart_svg(
     if base_eval_loss is not None:
         values.append(base_eval_loss)
     steps = [s for s, _ in loss] + [s for s, _ in eval_loss]
-    y_min, y_max = (min(values), max(values)) if values else (0.0, 1.0)
-    if y_max - y_min < 1e-9:
-        y_min, y_max = y_min - 0.5, y_max + 0.5
-    pad = 0.05 * (y_max - y_min)
-    y_min, y_max = y_min - pad, y_max + pad
+    y_ticks = nice_ticks(*((min(values), max(values)) if values else (0.0, 1.0)))
+    y_min, y_max = y_ticks[0], y_ticks[-1]
     x_min, x_max = (min(steps), max(steps)) if steps else (0, 1)
     if x_max == x_min:
         x_max = x_min + 1
@@ -96,8 +117,7 @@ def render_loss_chart_svg(
         'stroke="#444"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
     ]
-    for i in range(5):
-        value = y_min + (y_max - y_min) * i / 4
+    for value in y_ticks:
         parts.append(
             f'<line x1="{left}" y1="{y(value):.1f}" x2="{left + plot_w}" y2="{y(value):.1f}" '
             'stroke="#e5e5e5"/>'
