@@ -16,39 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneship.config import PipelineConfig
+from tuneship.planning.training_time import (
+    BF16_DENSE_TFLOPS,
+    MFU_HIGH,
+    MFU_LOW,
+    QLORA_SLOWDOWN,
+    training_flops_per_token,
+)
+from tuneship.planning.training_time import MFU as MFU_MID
 
 if TYPE_CHECKING:
     from tuneship.compute.runpod_plan import RunPodTrainingChoice
     from tuneship.data import PreparedData
 
-BF16_DENSE_TFLOPS: dict[str, float] = {
-    "NVIDIA H100 80GB HBM3": 989.0,
-    "NVIDIA H100 PCIe": 756.0,
-    "NVIDIA H100 NVL": 835.0,
-    "NVIDIA H200": 989.0,
-    "NVIDIA B200": 2250.0,
-    "NVIDIA A100-SXM4-80GB": 312.0,
-    "NVIDIA A100 80GB PCIe": 312.0,
-    "NVIDIA L40S": 362.0,
-    "NVIDIA L40": 181.0,
-    "NVIDIA RTX 6000 Ada Generation": 364.0,
-    "NVIDIA RTX A6000": 155.0,
-    "NVIDIA A40": 150.0,
-    "NVIDIA RTX PRO 6000 Blackwell Server Edition": 500.0,
-    "NVIDIA GeForce RTX 5090": 209.0,
-    "NVIDIA GeForce RTX 4090": 165.0,
-    "NVIDIA GeForce RTX 3090": 71.0,
-    "NVIDIA RTX A5000": 111.0,
-    "NVIDIA L4": 121.0,
-}
-"""Dense (no sparsity) bf16/fp16 tensor TFLOPS with fp32 accumulation per GPU, by RunPod
-GPU type id, from NVIDIA's datasheets."""
-
-MFU_LOW, MFU_MID, MFU_HIGH = 0.15, 0.30, 0.45
-"""Model-FLOPs utilisation range of a small-batch TRL/PEFT fine-tune (QLoRA's 4-bit
-dequantisation lowers it further, see :data:`QLORA_SLOWDOWN`)."""
-
-QLORA_SLOWDOWN = 0.6
 OVERHEAD_HOURS = (0.1, 0.2, 0.4)
 """Pod start-up (image pull, install, downloads), evaluations and the merge: low, mid, high."""
 
@@ -128,14 +108,6 @@ def tokens_per_step(config: PipelineConfig, mean_row_tokens: float | None) -> fl
     return rows * min(mean_row_tokens or config.data.max_length, config.data.max_length)
 
 
-def flops_per_token(param_count: int, adapter: str, gradient_checkpointing: bool) -> float:
-    """Training FLOPs per token: forward 2N, backward 2N (+2N weight gradients when full)."""
-    factor = 6.0 if adapter == "full" else 4.0
-    if gradient_checkpointing:
-        factor += 2.0
-    return factor * param_count
-
-
 def estimate_training_cost(
     config: PipelineConfig,
     *,
@@ -153,7 +125,7 @@ def estimate_training_cost(
     tflops = BF16_DENSE_TFLOPS.get(gpu_type_id)
     if tflops is None:
         return None
-    work = tokens * flops_per_token(
+    work = tokens * training_flops_per_token(
         param_count, config.training.adapter, config.training.gradient_checkpointing
     )
     speed = tflops * 1e12 * gpu_count

@@ -35,8 +35,9 @@ BF16_DENSE_TFLOPS: dict[str, float] = {
 """Dense (no sparsity) bf16/fp16 tensor TFLOPS with fp32 accumulation per GPU, by RunPod
 GPU type id, from NVIDIA's datasheets."""
 
-MFU = 0.30
-"""Model-FLOPs utilisation of a small-batch TRL/PEFT fine-tune (the middle of 15-45 %)."""
+MFU_LOW, MFU, MFU_HIGH = 0.15, 0.30, 0.45
+"""Model-FLOPs utilisation of a small-batch TRL/PEFT fine-tune: its usual range (15-45 %)
+and the middle, which single-figure estimates use."""
 
 QLORA_SLOWDOWN = 0.6
 """QLoRA's 4-bit dequantisation costs about 40 % of the throughput."""
