@@ -205,8 +205,14 @@ def test_whole_flow_survives_lost_pods_and_leaves_nothing(
     assert not list((tmp_path / "run").rglob("*.safetensors"))
     assert "on pod tuneship-rp-flow-train" in summary.package_dir
     assert "model.safetensors" in fake_hub.files("alice/tiny-ft", summary.published.revision)
-    assert "the pod image has no vLLM" in (summary.load_check or "")
-    assert "the serving image runs vLLM 0.27.1" in (summary.load_check or "")
+    # The "pod" here is a local process: it has vLLM where this checkout has an engine beside
+    # its venv (CI), and none otherwise; either way the summary must say what was proven.
+    load_check = summary.load_check or ""
+    if "the pod image has no vLLM" in load_check:
+        assert "the serving image runs vLLM 0.27.1" in load_check
+    else:
+        assert load_check.startswith("on the pod: passed with vLLM"), load_check
+        assert "not the serving image's 0.27.1" in load_check
     for call in created:  # the training image's CUDA build or newer hosts only
         assert call["input"]["allowedCudaVersions"][0] == "12.8"
     # The Hub token reaches the pod as an environment secret only, never on its command.
