@@ -39,7 +39,8 @@ def tiny_serve_options(engine: Path, **changes: Any) -> ServeConfig:
         "dtype": "float32",
         "max_model_len": 512,
         "cpu_kvcache_space_gib": 1,
-        "startup_timeout_s": 300,
+        # Generous: a loaded 2-core CI machine once needed more than 300 s in a container.
+        "startup_timeout_s": 600,
         # Eager mode skips torch.compile: a faster start on 2 cores, same HTTP behaviour.
         "extra_options": {"enforce_eager": True},
     }
