@@ -31,6 +31,10 @@ def engine_python_or_skip() -> Path:
         pytest.skip(f"vLLM engine venv absent (CI creates it): {exc}")
 
 
+# Generous: a loaded 2-core CI machine once needed more than 300 s in a container.
+STARTUP_TIMEOUT_S = 600
+
+
 def tiny_serve_options(engine: Path, **changes: Any) -> ServeConfig:
     """Serve options for the tiny model on vLLM's CPU backend (float32, 512 tokens)."""
     values: dict[str, Any] = {
@@ -39,8 +43,7 @@ def tiny_serve_options(engine: Path, **changes: Any) -> ServeConfig:
         "dtype": "float32",
         "max_model_len": 512,
         "cpu_kvcache_space_gib": 1,
-        # Generous: a loaded 2-core CI machine once needed more than 300 s in a container.
-        "startup_timeout_s": 600,
+        "startup_timeout_s": STARTUP_TIMEOUT_S,
         # Eager mode skips torch.compile: a faster start on 2 cores, same HTTP behaviour.
         "extra_options": {"enforce_eager": True},
     }

@@ -27,7 +27,7 @@ from _docker_helpers import (
     docker_serve_options,
     tuneship_containers,
 )
-from _serving_helpers import engine_python_or_skip
+from _serving_helpers import STARTUP_TIMEOUT_S, engine_python_or_skip
 from typer.testing import CliRunner
 
 from tuneship.cli.deployments import deployments_app
@@ -183,7 +183,8 @@ def test_container_settings(
     assert env["VLLM_API_KEY"] == info.api_key and env["HF_HUB_OFFLINE"] == "1"
     assert "HF_TOKEN" not in env
     assert info.api_key not in " ".join(command)
-    assert attrs["Config"]["Healthcheck"]["StartPeriod"] == 300 * 1_000_000_000
+    # The health check waits as long as the target does for the server to start.
+    assert attrs["Config"]["Healthcheck"]["StartPeriod"] == STARTUP_TIMEOUT_S * 1_000_000_000
     assert attrs["State"]["Health"]["Status"] == "healthy"
 
 
