@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,13 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A shell starts a background job (`cmd &`, as CI runners and `nohup` may) with SIGINT
+# ignored, and an ignored signal stays ignored in every child: the CLI runs that the tests
+# interrupt with SIGINT (Ctrl-C) would not even see it. A handled signal is reset to the
+# default at exec, so the children get Python's usual KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Fixtures of a throwaway PostgreSQL server (registry_url runs a test on SQLite and PostgreSQL).
 pytest_plugins = ["_postgres"]
