@@ -214,3 +214,46 @@ def test_local_serving_fetches_the_revision_the_pod_pushed(
     fetched = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     for original in (p for p in tiny_model_dir.iterdir() if p.is_file()):
         assert fetched[original.name] == original.read_bytes()
+
+
+def test_a_stage_after_training_stops_at_the_budget(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A merge that never finishes on the pod stops spending at max_usd, lost pods included."""
+    import time
+
+    from pydantic import SecretStr
+
+    from tuneship.compute.budget import BudgetExceededError, Spend
+    from tuneship.compute.runpod import PodLostError, TrainingPod
+    from tuneship.hub.client import make_api
+    from tuneship.tasks.runpod_training import merge_on_pod
+
+    token = fake_hub.add_token("alice")
+    monkeypatch.setenv("HF_TOKEN", token)
+    config = _config(
+        tmp_path, "compute.runpod.max_usd=5", f"publish.hub_endpoint={fake_hub.endpoint}"
+    )
+    rented, _, price = _rent(fake_runpod, config, tiny_model_dir)
+    staging = "alice/tuneship-rp-run-staging"
+    make_api(SecretStr(token), fake_hub.endpoint).create_repo(staging, repo_type="dataset")
+    pod = TrainingPod(
+        pod_id=rented["id"],
+        name="tuneship-rp-run-train",
+        gpu_type_id="NVIDIA A40",
+        gpu_count=1,
+        usd_per_hour=price,
+        staging_repo=staging,
+        started_at=time.time(),  # this pod has cost almost nothing yet
+    )
+    # The lost pods before it spent the rest: the merge's first look stops the wait.
+    with pytest.raises(BudgetExceededError, match=r"merge stage .*max_usd=5 reached \(\$5\.\d\d"):
+        merge_on_pod.fn(config, pod, Spend(usd=5.0, hours=0.1))
+    # Within the budget the wait goes on until the pod itself is lost (here: terminated).
+    client_for(fake_runpod).terminate_pod(pod.pod_id)
+    with pytest.raises(PodLostError, match="before the merge stage finished"):
+        merge_on_pod.fn(config, pod, Spend(usd=0.0, hours=0.0))

@@ -329,7 +329,7 @@ class RunPodComputeConfig(_Section):
         20.0,
         gt=0,
         description=(
-            "Most the run may spend on pods (all restarts together); enforced while training."
+            "Most the run may spend on pods (all restarts together); enforced in every stage."
         ),
     )
     max_hours: float = Field(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneship.config import PipelineConfig
+from tuneship.errors import ComputeError
 from tuneship.planning.training_time import (
     BF16_DENSE_TFLOPS,
     MFU_HIGH,
@@ -188,6 +189,10 @@ class Spend:
 
     usd: float
     hours: float
+
+
+class BudgetExceededError(ComputeError):
+    """``compute.runpod.max_usd`` or ``max_hours`` was reached; the run stops spending."""
 
 
 def budget_exceeded(config: PipelineConfig, spend: Spend) -> str | None:

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tuneship.compute.budget import Spend, budget_exceeded
+from tuneship.compute.budget import BudgetExceededError, Spend, budget_exceeded
 from tuneship.compute.pod_status import STATUS_PORT, TOKEN_HEADER
 from tuneship.compute.runpod import PodLostError, TrainingPod, pod_cost_usd, read_stage_result
 from tuneship.config import PipelineConfig
-from tuneship.errors import ComputeError
 from tuneship.runpod.client import RunPodClient
 
 HUB_CHECK_EVERY_S = 60.0
@@ -45,10 +44,6 @@ class PodStartupTimeoutError(PodLostError):
 
 class PodUnresponsiveError(PodLostError):
     """A RUNNING pod's status endpoint stopped answering for longer than the grace period."""
-
-
-class BudgetExceededError(ComputeError):
-    """``compute.runpod.max_usd`` or ``max_hours`` was reached while training."""
 
 
 @dataclass(frozen=True)

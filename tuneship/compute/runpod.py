@@ -17,11 +17,13 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from tuneship.compute.budget import BudgetExceededError
 from tuneship.compute.pod_job import (
     MERGED_DIR,
     PLAN_FILE,
@@ -299,10 +301,24 @@ def wait_for_stage(
     *,
     timeout_s: float,
     poll_s: float = 5.0,
+    over_budget: Callable[[], str | None] | None = None,
 ) -> Any:
     """Wait until the pod pushed ``stage``'s result; return it (or raise its error).
 
+    Args:
+        client: RunPod client (the pod's state).
+        api: Hugging Face API of the run's staging repo (the results).
+        pod: The training pod.
+        stage: The stage's name in the job (``merge``, ``package``, ...).
+        timeout_s: Longest wait.
+        poll_s: Seconds between looks.
+        over_budget: Says which budget limit the run reached, or None; asked at every
+            look, so a stage that hangs on the pod cannot spend past ``max_usd`` or
+            ``max_hours``.
+
     Raises:
+        BudgetExceededError: ``over_budget`` said a limit was reached (the caller's clean-up
+            terminates the pod).
         ComputeError: The pod went away or exited without the result, or the time ran out.
         TuneshipError: The stage failed on the pod (its own error type and message).
     """
@@ -311,6 +327,12 @@ def wait_for_stage(
         found = read_stage_result(api, pod, stage)
         if found is not None:
             return found
+        reached = over_budget() if over_budget is not None else None
+        if reached is not None:
+            raise BudgetExceededError(
+                f"stopped waiting for the {stage} stage on pod {pod.name}: {reached}; the pod "
+                "is terminated, so nothing more is spent (raise the limit to let it finish)"
+            )
         state = client.get_pod(pod.pod_id)
         if state is None or state.get("desiredStatus") in ("EXITED", "TERMINATED"):
             # The result may have landed between the two reads.

@@ -22,7 +22,7 @@ from huggingface_hub import HfApi
 from prefect.artifacts import create_markdown_artifact
 from pydantic import SecretStr
 
-from tuneship.compute.budget import CostEstimate, Spend, estimate_choice_cost
+from tuneship.compute.budget import CostEstimate, Spend, budget_exceeded, estimate_choice_cost
 from tuneship.compute.pod_rental import rent_training_pod
 from tuneship.compute.pod_status import STATUS_PORT, STATUS_TOKEN_ENV
 from tuneship.compute.pod_watch import LiveProgress, watch_training_pod
@@ -208,7 +208,7 @@ def report_cost_estimate(config: PipelineConfig, estimates: list[CostEstimate]) 
             f"Estimated before renting, for ~{estimates[0].tokens:,} training tokens (FLOP-based, "
             "30% model-FLOPs utilisation; the range is 45% to 15%, plus start-up and merge). "
             f"The first row is rented first. Budget: ${settings.max_usd:g} and "
-            f"{settings.max_hours:g} h, enforced while training.\n\n" + "\n".join(rows)
+            f"{settings.max_hours:g} h, enforced in every stage on the pod.\n\n" + "\n".join(rows)
         ),
         key=artifact_key(config.name, "cost-estimate"),
         description="RunPod training: estimated time and cost",
@@ -335,9 +335,11 @@ def train_on_pod(
 
 
 @pipeline_task("merge-adapter")
-def merge_on_pod(config: PipelineConfig, pod: TrainingPod) -> MergeResult:
+def merge_on_pod(
+    config: PipelineConfig, pod: TrainingPod, spent: Spend | None = None
+) -> MergeResult:
     """Wait for the pod's merge (with its self-check); the merged weights stay on the pod."""
-    result: MergeResult = _wait(config, pod, "merge")
+    result: MergeResult = _wait(config, pod, "merge", spent)
     get_logger().info(
         "merge on the pod: max |logit diff| %.2e on %d rows",
         result.max_abs_logit_diff,
@@ -352,9 +354,11 @@ def send_package_spec(config: PipelineConfig, pod: TrainingPod, card: CardInfo) 
 
 
 @pipeline_task("package-model", run_name="package-on-pod-{config.name}")
-def package_on_pod(config: PipelineConfig, pod: TrainingPod) -> PackageResult:
+def package_on_pod(
+    config: PipelineConfig, pod: TrainingPod, spent: Spend | None = None
+) -> PackageResult:
     """Wait for the pod to package the merged model (card, .gitattributes, verification)."""
-    result: PackageResult = _wait(config, pod, "package")
+    result: PackageResult = _wait(config, pod, "package", spent)
     get_logger().info(
         "package on the pod: %d files, %d bytes", len(result.files), result.total_bytes
     )
@@ -362,21 +366,25 @@ def package_on_pod(config: PipelineConfig, pod: TrainingPod) -> PackageResult:
 
 
 @pipeline_task("load-check-with-vllm", run_name="vllm-load-check-on-pod-{config.name}")
-def load_check_on_pod(config: PipelineConfig, pod: TrainingPod) -> LoadCheckResult:
+def load_check_on_pod(
+    config: PipelineConfig, pod: TrainingPod, spent: Spend | None = None
+) -> LoadCheckResult:
     """Wait for the pod's vLLM load check (or its reason for skipping it)."""
-    result: LoadCheckResult = _wait(config, pod, "load_check")
+    result: LoadCheckResult = _wait(config, pod, "load_check", spent)
     log = get_logger()
     (log.info if result.ran else log.warning)("vLLM load check on the pod: %s", result.note)
     return result
 
 
 @pipeline_task("publish-model", run_name="publish-from-pod-{config.publish.repo_id}")
-def publish_on_pod(config: PipelineConfig, pod: TrainingPod, run_label: str) -> PublishResult:
+def publish_on_pod(
+    config: PipelineConfig, pod: TrainingPod, run_label: str, spent: Spend | None = None
+) -> PublishResult:
     """Give the pod its go (the publish spec) and wait for its push to the model repo."""
     send_stage_spec(
         _hub_api(config), pod.staging_repo, "publish", build_publish_spec(config, run_label)
     )
-    result: PublishResult = _wait(config, pod, "publish")
+    result: PublishResult = _wait(config, pod, "publish", spent)
     get_logger().info("the pod pushed %s@%s", result.repo_id, result.revision[:12])
     return result
 
@@ -407,13 +415,27 @@ def fetch_published_model(config: PipelineConfig, published: PublishResult, dest
     return str(folder)
 
 
-def _wait(config: PipelineConfig, pod: TrainingPod, stage: str) -> Any:
+def _wait(config: PipelineConfig, pod: TrainingPod, stage: str, spent: Spend | None) -> Any:
+    """Wait for ``stage`` on ``pod``, within the budget (this pod plus ``spent`` before it)."""
+    before = spent or Spend(usd=0.0, hours=0.0)
+
+    def over_budget() -> str | None:
+        now = time.time()
+        return budget_exceeded(
+            config,
+            Spend(
+                usd=before.usd + pod_cost_usd(pod, now),
+                hours=before.hours + (now - pod.started_at) / 3600,
+            ),
+        )
+
     return wait_for_stage(
         _runpod_client(config),
         _hub_api(config),
         pod,
         stage,
         timeout_s=config.compute.runpod.startup_timeout_s + config.compute.runpod.max_hours * 3600,
+        over_budget=over_budget,
     )
 
 
@@ -438,8 +460,9 @@ class PodStages:
         return Spend(usd=sum(cost for _, cost in self.lost), hours=self._lost_hours)
 
     def run(self, stage: Callable[..., T], *args: Any) -> T:
-        """Run ``stage(config, pod, *args)`` until it returns (at most max_restarts pods)."""
-        return self._retry(lambda: stage(self.config, self.pod, *args))
+        """Run ``stage(config, pod, *args, spent=...)`` until it returns (at most
+        max_restarts pods); ``spent`` (the lost pods) counts against the budget."""
+        return self._retry(lambda: stage(self.config, self.pod, *args, spent=self.spent()))
 
     def train(self, tokens_per_step: float | None = None) -> TrainResult:
         """Run ``train-with-eval``, live, until it returns (at most max_restarts pods).
