@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
 from _serving_helpers import assert_group_gone, group_pids, tiny_serve_options
 
 FAKE_ENGINE = """
-import argparse, http.server, json
+import argparse, http.server, json, os, time
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--served-model-name")
@@ -41,6 +42,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# A slow start (vLLM loading weights) when the test asks for one.
+time.sleep(float(os.environ.get("FAKE_ENGINE_START_DELAY_S", "0")))
 http.server.HTTPServer((args.host, args.port), Handler).serve_forever()
 """
 
@@ -147,3 +150,83 @@ def test_deployments_list_shows_a_server_still_alive_whatever_its_recorded_statu
     lines = {line.split()[0]: line for line in listed.output.splitlines() if line[:1].isalpha()}
     assert "failed (process still running)" in lines["left"]
     assert "still running" not in lines["gone"]
+
+
+def _start_slowly(
+    tmp_path: Path, tiny_model_dir: Path, keep: bool
+) -> tuple[subprocess.Popen[str], str, int]:
+    """Serve from a child whose engine takes minutes to start; return the child, the
+    registry URL and the server's group, once the `starting` row names it."""
+    from tuneship.registry import Registry
+
+    engine = tmp_path / "fake_engine.py"
+    engine.write_text(textwrap.dedent(FAKE_ENGINE), encoding="utf-8")
+    starter = tmp_path / "starter.py"
+    starter.write_text(textwrap.dedent(STARTER), encoding="utf-8")
+    options = tiny_serve_options(
+        Path(sys.executable),
+        engine_command=[sys.executable, str(engine)],
+        keep_serving=keep,
+        startup_timeout_s=120,
+    )
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, str(starter), options.model_dump_json(), str(tiny_model_dir), registry],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FAKE_ENGINE_START_DELAY_S": "300"},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError("no `starting` row was recorded while the server started")
+        entry = Registry(registry).get_deployment("lifetime")
+        if entry is not None:
+            assert entry.status == "starting"
+            return proc, registry, int(entry.details["pgid"])
+        time.sleep(0.2)
+
+
+def test_a_kept_server_whose_starter_is_killed_while_it_starts_is_recorded_and_stoppable(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """SIGKILL (no handler runs) while a kept server loads: the registry already has it."""
+    from typer.testing import CliRunner
+
+    from tuneship.cli.deployments import deployments_app
+    from tuneship.registry import Registry
+
+    proc, registry, pgid = _start_slowly(tmp_path, tiny_model_dir, keep=True)
+    try:
+        proc.kill()  # while the server is still starting
+        proc.wait(timeout=30)
+        assert group_pids(pgid), "a kept server outlives its starter"
+        listed = CliRunner().invoke(deployments_app, ["list", "--registry", registry])
+        assert listed.exit_code == 0, listed.output
+        (row,) = [line for line in listed.output.splitlines() if line.startswith("lifetime")]
+        assert "starting" in row and "gone" not in row
+        stopped = CliRunner().invoke(deployments_app, ["stop", "lifetime", "--registry", registry])
+        assert stopped.exit_code == 0, stopped.output
+        assert_group_gone(pgid)
+        assert Registry(registry).get_deployment("lifetime").status == "stopped"  # type: ignore[union-attr]
+    finally:
+        if group_pids(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def test_an_interrupted_start_is_recorded_stopped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """SIGTERM while the server starts: it is stopped, and the `starting` row says so."""
+    from tuneship.registry import Registry
+
+    proc, registry, pgid = _start_slowly(tmp_path, tiny_model_dir, keep=False)
+    try:
+        proc.terminate()
+        assert proc.wait(timeout=60) != 0
+        assert_group_gone(pgid)
+        assert Registry(registry).get_deployment("lifetime").status == "stopped"  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if group_pids(pgid):
+            os.killpg(pgid, signal.SIGKILL)

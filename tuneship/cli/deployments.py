@@ -135,9 +135,9 @@ def list_deployments(
     for row in rows:
         status = row["status"]
         details = row["details"]
-        if status == "running" and row["alive"] is False:
+        if status in LIVE_STATUSES and row["alive"] is False:
             gone = "container" if details.get("container_id") else "process"
-            status = f"running ({gone} gone)"
+            status = f"{status} ({gone} gone)"
         elif status not in LIVE_STATUSES and row["alive"] is True:
             # A server whose stop failed (or was cut short) must not hide behind its status.
             what = "container" if details.get("container_id") else "process"

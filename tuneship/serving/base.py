@@ -3,6 +3,7 @@ deployment records they return."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
@@ -131,6 +132,7 @@ class ServingTarget(Protocol):
         model_name: str | None = None,
         model_version: str | None = None,
         plan: Any = None,
+        on_created: Callable[[DeploymentInfo], None] | None = None,
     ) -> DeploymentInfo:
         """Start serving ``model`` and return once it answers.
 
@@ -141,6 +143,10 @@ class ServingTarget(Protocol):
             model_name: Registered model name, recorded with the deployment.
             model_version: Registered model version, recorded with the deployment.
             plan: The plan from :meth:`plan`; made here when None.
+            on_created: Called with the record as soon as the server exists, before the
+                wait for readiness, so that a caller killed while it starts (SIGKILL, a
+                lost machine) has recorded what to stop. If it raises, the server is
+                stopped.
 
         Raises:
             ServingError: The server did not become ready; nothing is left running.

@@ -429,6 +429,7 @@ class DockerTarget:
         model_name: str | None = None,
         model_version: str | None = None,
         plan: LocalPlan | None = None,
+        on_created: Callable[[DeploymentInfo], None] | None = None,
     ) -> DockerDeploymentInfo:
         """Start the container on ``model`` and return once it serves.
 
@@ -541,6 +542,8 @@ class DockerTarget:
             )
             if self.on_start is not None:
                 self.on_start(container)
+            if on_created is not None:
+                on_created(info)
             self._wait_until_ready(client, container, info, options, plan)
         except BaseException:
             # Any failure or interruption while starting (SIGTERM, Ctrl-C) removes it.

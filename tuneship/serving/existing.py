@@ -42,11 +42,15 @@ def make_way_for(name: str, registry_url: str | None, on_existing: str) -> str |
     if registry_url is None:
         return None
     from tuneship.registry import Registry
-    from tuneship.serving.lifecycle import STATUS_RUNNING, stop_deployment
+    from tuneship.serving.lifecycle import STATUS_RUNNING, STATUS_STARTING, stop_deployment
 
     with contextlib.closing(Registry(registry_url)) as registry:
         entry = registry.get_deployment(name)
-    if entry is None or entry.status != STATUS_RUNNING or not is_alive(entry.details or {}):
+    if (
+        entry is None
+        or entry.status not in (STATUS_RUNNING, STATUS_STARTING)
+        or not is_alive(entry.details or {})
+    ):
         return None
     where = f"{entry.url} (pid {(entry.details or {}).get('pid')})"
     if on_existing == "refuse":

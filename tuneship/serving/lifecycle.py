@@ -164,6 +164,15 @@ def managed_deployment(
     keep = options.keep_serving if keep is None else keep
     # The target sees the effective choice: a server that is not kept dies with this process.
     options = options.model_copy(update={"keep_serving": keep})
+    created: list[DeploymentInfo] = []
+
+    def record_starting(starting: DeploymentInfo) -> None:
+        # Recorded before the wait for readiness: a tuneship killed while the server starts
+        # (SIGKILL, no handler runs) leaves a row that `deployments list` shows and
+        # `deployments stop` ends; a kept server would otherwise run on, untracked.
+        _record(registry_url, starting, STATUS_STARTING)
+        created.append(starting)
+
     with _sigterm_raises():
         try:
             info = target.deploy(
@@ -173,6 +182,7 @@ def managed_deployment(
                 model_name=model_name,
                 model_version=model_version,
                 plan=plan,
+                on_created=record_starting,
             )
         except ServingError as exc:
             logger.error("deployment %r failed to start: %s", name, exc)
@@ -190,6 +200,11 @@ def managed_deployment(
                             details={"error": str(exc)[:2000]},
                         )
                     )
+            raise
+        except BaseException:
+            # Interrupted while starting: the target stopped the server.
+            if created:
+                _set_status(registry_url, name, STATUS_STOPPED)
             raise
         status = STATUS_FAILED
         try:

@@ -260,6 +260,7 @@ class LocalVllmTarget:
         model_name: str | None = None,
         model_version: str | None = None,
         plan: LocalPlan | None = None,
+        on_created: Callable[[DeploymentInfo], None] | None = None,
     ) -> LocalDeploymentInfo:
         """Start vLLM on ``model`` and return once it serves; see :class:`ServingTarget`.
 
@@ -336,6 +337,8 @@ class LocalVllmTarget:
             )
             if self.on_start is not None:
                 self.on_start(proc)
+            if on_created is not None:
+                on_created(info)
             self._wait_until_ready(proc, info, options, plan)
         except BaseException:
             # Any failure or interruption while starting (SIGTERM, Ctrl-C) stops the group.

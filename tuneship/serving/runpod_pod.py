@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ class RunPodPodTarget(RunPodTargetBase):
         model_name: str | None = None,
         model_version: str | None = None,
         plan: RunPodPlan | None = None,
+        on_created: Callable[[DeploymentInfo], None] | None = None,
     ) -> RunPodDeploymentInfo:
         """Rent the pod, wait until vLLM answers through the proxy, return the endpoint.
 
@@ -193,6 +195,8 @@ class RunPodPodTarget(RunPodTargetBase):
             log.info(
                 "pod %s (%s) on %d x %s; waiting for vLLM", rname, pod_id, plan.gpu_count, gpu_id
             )
+            if on_created is not None:
+                on_created(info)
             self.wait_until_ready(client, info, options)
         except BaseException:
             cleanup_quietly(

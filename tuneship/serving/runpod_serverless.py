@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ class RunPodServerlessTarget(RunPodTargetBase):
         model_name: str | None = None,
         model_version: str | None = None,
         plan: RunPodPlan | None = None,
+        on_created: Callable[[DeploymentInfo], None] | None = None,
     ) -> RunPodDeploymentInfo:
         """Create or update the template and endpoint, and wait for a worker to answer.
 
@@ -185,6 +187,8 @@ class RunPodServerlessTarget(RunPodTargetBase):
                 endpoint_id,
                 ",".join(plan.gpu_ids),
             )
+            if on_created is not None:
+                on_created(info)
             self.wait_until_ready(client, info, options)
         except BaseException:
             # Any failure or interruption after the first call deletes what exists by now.
