@@ -57,6 +57,7 @@ def at_start(task, stage):
 at_start(data.prepare_dataset_split, "data")
 at_start(training.merge_adapter, "merge")
 at_start(publishing.publish_model, "publish")
+at_start(publishing.register_model, "register")
 at_start(serving.smoke_test_endpoint, "smoke-test")
 
 seen_training = []

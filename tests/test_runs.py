@@ -21,7 +21,9 @@ from tuneship.runs import (
     config_for_run_folder,
     latest_checkpoint_run,
     new_run_dir,
+    publish_journal,
     publish_lock,
+    read_interrupted_publish,
 )
 
 _RUN_FLOW = """
@@ -116,6 +118,34 @@ def test_publish_gate_refuses_a_worse_model_unless_forced(tmp_path: Path) -> Non
     with pytest.raises(EvalGateError, match=r"1\.2000 is worse than 1\.0000.*publish\.force"):
         check_not_worse_than_published(url, "me/m", 1.2, force=False)
     assert "anyway" in check_not_worse_than_published(url, "me/m", 1.2, force=True)
+
+
+def test_a_publish_killed_before_registration_is_remembered_by_the_gate(tmp_path: Path) -> None:
+    """A run dies after moving the target, before the registry row: the journal stays, and
+    the next run's gate compares against that model too."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    locks = tmp_path / "locks"
+    with (
+        pytest.raises(RuntimeError, match="killed"),
+        publish_journal(locks, "me/m", "run a (1)", 0.5) as mark_published,
+    ):
+        mark_published()  # the target moved
+        raise RuntimeError("killed before the registry write")
+    journal = read_interrupted_publish(locks, "me/m")
+    assert journal == {"run": "run a (1)", "eval_loss": 0.5}
+    with pytest.raises(EvalGateError, match=r"0\.8000 is worse than 0\.5000 of the unregistered"):
+        check_not_worse_than_published(url, "me/m", 0.8, force=False, interrupted=journal)
+    assert "<= 0.5000" in check_not_worse_than_published(
+        url, "me/m", 0.4, force=False, interrupted=journal
+    )
+    # A publish that itself failed moved nothing: the earlier killed one stays on record.
+    with pytest.raises(OSError), publish_journal(locks, "me/m", "run b (2)", 0.4):
+        raise OSError("the Hub refused the upload")
+    assert read_interrupted_publish(locks, "me/m") == journal
+    # A completed publish and registration clear it.
+    with publish_journal(locks, "me/m", "run c (3)", 0.4) as mark_published:
+        mark_published()
+    assert read_interrupted_publish(locks, "me/m") is None
 
 
 @pytest.mark.slow

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -124,6 +125,66 @@ def publish_lock(lock_dir: Path, repo_id: str, *, wait: bool, timeout_s: float) 
         os.close(fd)  # closing releases the lock
 
 
+def _journal_path(lock_dir: Path, repo_id: str) -> Path:
+    return lock_dir / f"{repo_id.replace('/', '--')}.publish-pending.json"
+
+
+def read_interrupted_publish(lock_dir: Path, repo_id: str) -> dict[str, object] | None:
+    """What an earlier run was publishing to ``repo_id`` when it was killed, if one was.
+
+    Call under :func:`publish_lock`. The journal of :func:`publish_journal` outlives a run
+    killed after the target moved and before the registry recorded it (the registry then
+    does not know what ``repo_id`` serves).
+    """
+    try:
+        found = json.loads(_journal_path(lock_dir, repo_id).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError:  # cut short while written: only the run label is lost
+        return {"run": "unknown", "eval_loss": None}
+    return found if isinstance(found, dict) else None
+
+
+@contextlib.contextmanager
+def publish_journal(
+    lock_dir: Path, repo_id: str, run: str, eval_loss: float | None
+) -> Iterator[Callable[[], None]]:
+    """Record that this run is publishing to ``repo_id`` until it is registered.
+
+    Yields a function to call once the publish call itself returned: from then on an
+    exception or a kill keeps the journal (the target may have moved with no registry row);
+    before it, a failed publish puts back what was there (nothing moved). A normal exit
+    removes it: the target now serves this run's registered model.
+    """
+    path = _journal_path(lock_dir, repo_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # An earlier killed publish stays on record until a publish replaces its model.
+    earlier = path.read_bytes() if path.exists() else None
+
+    def write(content: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+
+    write(json.dumps({"run": run, "eval_loss": eval_loss}).encode())
+    published = False
+
+    def mark_published() -> None:
+        nonlocal published
+        published = True
+
+    try:
+        yield mark_published
+    except BaseException:
+        if not published:
+            if earlier is None:
+                path.unlink(missing_ok=True)
+            else:
+                write(earlier)
+        raise
+    path.unlink(missing_ok=True)
+
+
 def config_for_run_folder(config: PipelineConfig, run_dir: Path) -> tuple[PipelineConfig, str]:
     """Point the config at this run's own folder; resolve ``resume_from_checkpoint: auto``.
 
@@ -146,7 +207,12 @@ def config_for_run_folder(config: PipelineConfig, run_dir: Path) -> tuple[Pipeli
 
 
 def check_not_worse_than_published(
-    registry_url: str, repo_id: str, eval_loss: float | None, *, force: bool
+    registry_url: str,
+    repo_id: str,
+    eval_loss: float | None,
+    *,
+    force: bool,
+    interrupted: dict[str, object] | None = None,
 ) -> str:
     """Refuse to move a repo's published revision to a model with a worse eval loss.
 
@@ -155,6 +221,9 @@ def check_not_worse_than_published(
         repo_id: The publish target.
         eval_loss: This run's eval loss (None: no eval, nothing to compare).
         force: Publish anyway (``publish.force``).
+        interrupted: The journal of a run killed while it published to ``repo_id``
+            (:func:`read_interrupted_publish`): its model may be what ``repo_id`` serves
+            now although the registry does not know it, so a better eval loss of it counts.
 
     Returns:
         What was compared, for the log.
@@ -167,17 +236,21 @@ def check_not_worse_than_published(
     with contextlib.closing(Registry(registry_url)) as registry:
         latest = registry.get_model(repo_id)
     previous = latest.metrics.get("eval_loss") if latest is not None else None
-    if eval_loss is None or previous is None or latest is None:
+    what = f"the published version {latest.version[:12]}" if latest is not None else ""
+    interrupted = interrupted or {}
+    lost = interrupted.get("eval_loss")
+    if isinstance(lost, int | float) and (previous is None or lost < previous):
+        # Conservative: that run may have moved the repo before it was killed.
+        previous = float(lost)
+        what = (
+            f"the unregistered publish of {interrupted.get('run')} (killed while it "
+            "published; it may be what the repo serves now)"
+        )
+    if eval_loss is None or previous is None:
         return "no earlier eval loss to compare"
     if eval_loss <= previous:
-        return (
-            f"eval loss {eval_loss:.4f} <= {previous:.4f} of the published version "
-            f"{latest.version[:12]}"
-        )
-    message = (
-        f"eval loss {eval_loss:.4f} is worse than {previous:.4f} of the version of {repo_id} "
-        f"published now ({latest.version[:12]})"
-    )
+        return f"eval loss {eval_loss:.4f} <= {previous:.4f} of {what}"
+    message = f"eval loss {eval_loss:.4f} is worse than {previous:.4f} of {what}"
     if force:
         return message + "; publishing anyway (publish.force)"
     raise EvalGateError(message + "; not published. Set publish.force=true to publish it anyway")

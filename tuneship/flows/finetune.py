@@ -24,7 +24,9 @@ from tuneship.runs import (
     check_not_worse_than_published,
     config_for_run_folder,
     new_run_dir,
+    publish_journal,
     publish_lock,
+    read_interrupted_publish,
 )
 from tuneship.tables import escape_markdown_text, format_markdown_table
 from tuneship.tasks._common import artifact_key, get_logger
@@ -351,6 +353,14 @@ def _publish_and_register(
         wait=config.publish.lock == "wait",
         timeout_s=config.publish.lock_timeout_s,
     ):
+        interrupted = read_interrupted_publish(lock_dir, config.publish.repo_id)
+        if interrupted is not None:
+            get_logger().warning(
+                "an earlier publish to %s (%s) was killed before the registry recorded it: "
+                "the repo may serve that model now; `tuneship models list` does not show it",
+                config.publish.repo_id,
+                interrupted.get("run"),
+            )
         get_logger().info(
             "publish gate: %s",
             check_not_worse_than_published(
@@ -358,12 +368,19 @@ def _publish_and_register(
                 config.publish.repo_id,
                 trained.eval_loss,
                 force=config.publish.force,
+                interrupted=interrupted,
             ),
         )
-        published = publish(f"run {config.name} ({run_id or 'local'})")
-        model_entry = build_model_entry(card, trained, published, run_id, config.data.path)
-        model_entry.metrics.update(extra_metrics() if extra_metrics else {})
-        entry = register_model(config.registry_url(), model_entry)
+        label = f"run {config.name} ({run_id or 'local'})"
+        # Kept if this run dies between moving the target and registering it.
+        with publish_journal(
+            lock_dir, config.publish.repo_id, label, trained.eval_loss
+        ) as mark_published:
+            published = publish(label)
+            mark_published()
+            model_entry = build_model_entry(card, trained, published, run_id, config.data.path)
+            model_entry.metrics.update(extra_metrics() if extra_metrics else {})
+            entry = register_model(config.registry_url(), model_entry)
     return published, entry
 
 
