@@ -4,6 +4,7 @@ the stage jobs after the merge, and the OOM-at-start retry of the training job."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
 from fake_runpod import GPU_TYPES, FakeRunPod, fake_runpod  # noqa: F401 - fixture
 
 from tuneship.compute.pod_rental import image_cuda_versions, rank_training_gpus, rent_training_pod
+from tuneship.compute.runpod import TrainingPod
 from tuneship.compute.runpod_plan import check_runpod_training
 from tuneship.compute.stage_jobs import LoadCheckJobSpec, run_load_check_job, serving_vllm_version
 from tuneship.config import PipelineConfig, ServeConfig, build_config
@@ -216,28 +218,24 @@ def test_local_serving_fetches_the_revision_the_pod_pushed(
         assert fetched[original.name] == original.read_bytes()
 
 
-def test_a_stage_after_training_stops_at_the_budget(
+def _waiting_pod(
     tmp_path: Path,
     tiny_model_dir: Path,
     fake_runpod: FakeRunPod,  # noqa: F811
     fake_hub: FakeHub,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A merge that never finishes on the pod stops spending at max_usd, lost pods included."""
-    import time
-
+    *settings: str,
+    age_s: float = 0.0,
+) -> tuple[PipelineConfig, TrainingPod]:
+    """A rented pod that runs nothing (no stage result, no status endpoint), ``age_s`` old,
+    and its staging repo: what the flow waits on after training."""
     from pydantic import SecretStr
 
-    from tuneship.compute.budget import BudgetExceededError, Spend
-    from tuneship.compute.runpod import PodLostError, TrainingPod
     from tuneship.hub.client import make_api
-    from tuneship.tasks.runpod_training import merge_on_pod
 
     token = fake_hub.add_token("alice")
     monkeypatch.setenv("HF_TOKEN", token)
-    config = _config(
-        tmp_path, "compute.runpod.max_usd=5", f"publish.hub_endpoint={fake_hub.endpoint}"
-    )
+    config = _config(tmp_path, *settings, f"publish.hub_endpoint={fake_hub.endpoint}")
     rented, _, price = _rent(fake_runpod, config, tiny_model_dir)
     staging = "alice/tuneship-rp-run-staging"
     make_api(SecretStr(token), fake_hub.endpoint).create_repo(staging, repo_type="dataset")
@@ -248,7 +246,26 @@ def test_a_stage_after_training_stops_at_the_budget(
         gpu_count=1,
         usd_per_hour=price,
         staging_repo=staging,
-        started_at=time.time(),  # this pod has cost almost nothing yet
+        started_at=time.time() - age_s,
+    )
+    return config, pod
+
+
+def test_a_stage_after_training_stops_at_the_budget(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A merge that never finishes on the pod stops spending at max_usd, lost pods included."""
+    from tuneship.compute.budget import BudgetExceededError, Spend
+    from tuneship.compute.runpod import PodLostError
+    from tuneship.tasks.runpod_training import merge_on_pod
+
+    # This pod has cost almost nothing yet.
+    config, pod = _waiting_pod(
+        tmp_path, tiny_model_dir, fake_runpod, fake_hub, monkeypatch, "compute.runpod.max_usd=5"
     )
     # The lost pods before it spent the rest: the merge's first look stops the wait.
     with pytest.raises(BudgetExceededError, match=r"merge stage .*max_usd=5 reached \(\$5\.\d\d"):
@@ -257,3 +274,28 @@ def test_a_stage_after_training_stops_at_the_budget(
     client_for(fake_runpod).terminate_pod(pod.pod_id)
     with pytest.raises(PodLostError, match="before the merge stage finished"):
         merge_on_pod.fn(config, pod, Spend(usd=0.0, hours=0.0))
+
+
+def test_a_replacement_pod_that_never_starts_up_is_lost_in_any_stage(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod rented during the package stage whose status endpoint never answers counts as
+    lost after startup_timeout_s (the flow then rents another), as in training."""
+    from tuneship.compute.pod_watch import PodStartupTimeoutError
+    from tuneship.tasks.runpod_training import package_on_pod
+
+    config, pod = _waiting_pod(
+        tmp_path,
+        tiny_model_dir,
+        fake_runpod,
+        fake_hub,
+        monkeypatch,
+        "compute.runpod.startup_timeout_s=2",
+        age_s=3.0,
+    )
+    with pytest.raises(PodStartupTimeoutError, match=r"startup_timeout_s=2 s"):
+        package_on_pod.fn(config, pod)

@@ -31,7 +31,7 @@ from typing import Any
 from tuneship.compute.budget import BudgetExceededError, Spend, budget_exceeded
 from tuneship.compute.pod_status import STATUS_PORT, TOKEN_HEADER
 from tuneship.compute.runpod import PodLostError, TrainingPod, pod_cost_usd, read_stage_result
-from tuneship.config import PipelineConfig
+from tuneship.config import PipelineConfig, RunPodComputeConfig
 from tuneship.runpod.client import RunPodClient
 
 HUB_CHECK_EVERY_S = 60.0
@@ -134,6 +134,71 @@ def live_progress(
     )
 
 
+class PodHealth:
+    """Whether a pod's status endpoint answers as it should: once within the start-up time,
+    then never silent for longer than the grace period. One per pod and wait.
+
+    Args:
+        client: The RunPod client (its proxy URL reaches the endpoint).
+        pod: The pod.
+        settings: ``compute.runpod`` (``startup_timeout_s``, ``unresponsive_grace_s``).
+        token: The run's status token.
+        log: Gets the start-up time and phase changes.
+    """
+
+    def __init__(
+        self,
+        client: RunPodClient,
+        pod: TrainingPod,
+        settings: RunPodComputeConfig,
+        token: str,
+        log: Callable[[str], None] = lambda _m: None,
+    ) -> None:
+        self.client = client
+        self.pod = pod
+        self.settings = settings
+        self.token = token
+        self.log = log
+        self.answered_at: float | None = None
+        self.last_phase = ""
+
+    def check(self) -> dict[str, Any] | None:
+        """Read the status once; return it (None when silent) or raise if the pod is lost.
+
+        Raises:
+            PodStartupTimeoutError: Never answered within ``startup_timeout_s``.
+            PodUnresponsiveError: Silent for longer than ``unresponsive_grace_s``.
+        """
+        pod, settings = self.pod, self.settings
+        now = time.time()
+        # No need to wait longer for one answer than the silence allowed in total.
+        timeout = min(10.0, max(1.0, settings.unresponsive_grace_s / 2))
+        status = read_pod_status(self.client, pod.pod_id, self.token, timeout)
+        if status is not None:
+            if self.answered_at is None:
+                self.log(f"pod {pod.pod_id} started up in {now - pod.started_at:.0f} s")
+            self.answered_at = now
+            phase = str(status.get("phase", "?"))
+            if phase != self.last_phase:
+                self.log(f"pod phase: {phase}")
+                self.last_phase = phase
+        elif self.answered_at is None and now - pod.started_at > settings.startup_timeout_s:
+            raise PodStartupTimeoutError(
+                f"pod {pod.name} ({pod.pod_id}) did not finish its start-up phase (image pull, "
+                f"install, input download) within compute.runpod.startup_timeout_s="
+                f"{settings.startup_timeout_s:g} s; its status endpoint never answered"
+            )
+        elif (
+            self.answered_at is not None and now - self.answered_at > settings.unresponsive_grace_s
+        ):
+            raise PodUnresponsiveError(
+                f"pod {pod.name} ({pod.pod_id}) is RUNNING but its status endpoint has not "
+                f"answered for {now - self.answered_at:.0f} s (compute.runpod.unresponsive_grace_s="
+                f"{settings.unresponsive_grace_s:g})"
+            )
+        return status
+
+
 def watch_training_pod(
     client: RunPodClient,
     api: Any,
@@ -170,8 +235,7 @@ def watch_training_pod(
         TuneshipError: Training failed on the pod (its own error).
     """
     settings = config.compute.runpod
-    answered_at: float | None = None
-    last_phase = ""
+    health = PodHealth(client, pod, settings, token, log)
     hub_checked = 0.0
     status: dict[str, Any] | None = None
     while True:
@@ -193,31 +257,10 @@ def watch_training_pod(
                 f"training pod {pod.name} ({pod.pod_id}) {gone} before the train stage "
                 "finished; see the pod's logs in the RunPod console"
             )
-        now = time.time()
-        # No need to wait longer for one answer than the silence allowed in total.
-        timeout = min(10.0, max(1.0, settings.unresponsive_grace_s / 2))
-        status = read_pod_status(client, pod.pod_id, token, timeout)
+        status = health.check()
         if status is not None:
-            if answered_at is None:
-                log(f"pod {pod.pod_id} started up in {now - pod.started_at:.0f} s")
-            answered_at = now
-            progress = live_progress(status, pod, spent_before, tokens_per_step)
-            if progress.phase != last_phase:
-                log(f"pod phase: {progress.phase}")
-                last_phase = progress.phase
-            on_progress(progress)
-        elif answered_at is None and now - pod.started_at > settings.startup_timeout_s:
-            raise PodStartupTimeoutError(
-                f"pod {pod.name} ({pod.pod_id}) did not finish its start-up phase (image pull, "
-                f"install, input download) within compute.runpod.startup_timeout_s="
-                f"{settings.startup_timeout_s:g} s; its status endpoint never answered"
-            )
-        elif answered_at is not None and now - answered_at > settings.unresponsive_grace_s:
-            raise PodUnresponsiveError(
-                f"pod {pod.name} ({pod.pod_id}) is RUNNING but its status endpoint has not "
-                f"answered for {now - answered_at:.0f} s (compute.runpod.unresponsive_grace_s="
-                f"{settings.unresponsive_grace_s:g})"
-            )
+            on_progress(live_progress(status, pod, spent_before, tokens_per_step))
+        now = time.time()
         spend = Spend(
             usd=spent_before.usd + pod_cost_usd(pod, now),
             hours=spent_before.hours + (now - pod.started_at) / 3600,

@@ -302,6 +302,7 @@ def wait_for_stage(
     timeout_s: float,
     poll_s: float = 5.0,
     over_budget: Callable[[], str | None] | None = None,
+    watch: Callable[[], object] | None = None,
 ) -> Any:
     """Wait until the pod pushed ``stage``'s result; return it (or raise its error).
 
@@ -315,6 +316,8 @@ def wait_for_stage(
         over_budget: Says which budget limit the run reached, or None; asked at every
             look, so a stage that hangs on the pod cannot spend past ``max_usd`` or
             ``max_hours``.
+        watch: Looks at the pod's own health at every look (its status endpoint: start-up
+            time, silence) and raises :class:`PodLostError` when it is lost.
 
     Raises:
         BudgetExceededError: ``over_budget`` said a limit was reached (the caller's clean-up
@@ -344,6 +347,8 @@ def wait_for_stage(
                 f"training pod {pod.name} ({pod.pod_id}) {gone} before the {stage} stage "
                 "finished; see the pod's logs in the RunPod console"
             )
+        if watch is not None:
+            watch()
         if time.monotonic() > deadline:
             raise ComputeError(
                 f"the {stage} stage on pod {pod.name} did not finish within {timeout_s:.0f} s"

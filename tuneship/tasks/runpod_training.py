@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from tuneship.compute.budget import CostEstimate, Spend, budget_exceeded, estimate_choice_cost
 from tuneship.compute.pod_rental import rent_training_pod
 from tuneship.compute.pod_status import STATUS_PORT, STATUS_TOKEN_ENV
-from tuneship.compute.pod_watch import LiveProgress, watch_training_pod
+from tuneship.compute.pod_watch import LiveProgress, PodHealth, watch_training_pod
 from tuneship.compute.runpod import (
     PodLostError,
     TrainingPod,
@@ -429,13 +429,19 @@ def _wait(config: PipelineConfig, pod: TrainingPod, stage: str, spent: Spend | N
             ),
         )
 
+    client = _runpod_client(config)
+    # A pod rented to replace one lost in this stage must start up and stay responsive too.
+    health = PodHealth(
+        client, pod, config.compute.runpod, _status_token(config.name), get_logger().info
+    )
     return wait_for_stage(
-        _runpod_client(config),
+        client,
         _hub_api(config),
         pod,
         stage,
         timeout_s=config.compute.runpod.startup_timeout_s + config.compute.runpod.max_hours * 3600,
         over_budget=over_budget,
+        watch=health.check,
     )
 
 
