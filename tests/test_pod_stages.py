@@ -4,17 +4,19 @@ the stage jobs after the merge, and the OOM-at-start retry of the training job."
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
+from _planning_helpers import FIXTURES
 from _runpod_helpers import client_for
 from _training_helpers import make_spec
 from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
 from fake_runpod import GPU_TYPES, FakeRunPod, fake_runpod  # noqa: F401 - fixture
 
 from tuneship.compute.pod_rental import image_cuda_versions, rank_training_gpus, rent_training_pod
-from tuneship.compute.runpod import TrainingPod
+from tuneship.compute.runpod import TrainingPod, container_disk_gb
 from tuneship.compute.runpod_plan import check_runpod_training
 from tuneship.compute.stage_jobs import LoadCheckJobSpec, run_load_check_job, serving_vllm_version
 from tuneship.config import PipelineConfig, ServeConfig, build_config
@@ -299,3 +301,33 @@ def test_a_replacement_pod_that_never_starts_up_is_lost_in_any_stage(
     )
     with pytest.raises(PodStartupTimeoutError, match=r"startup_timeout_s=2 s"):
         package_on_pod.fn(config, pod)
+
+
+def test_a_hub_base_trained_on_runpod_brings_no_weights_here(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    fake_runpod: FakeRunPod,  # noqa: F811 - the pre-rental checks ask its catalogue
+    fake_hub: FakeHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pod downloads the base itself: here only config, index and tokenizer arrive, the
+    folder check passes without weights, and the pod's disk is still sized for them."""
+    from tuneship.validation import check_before_training, fetch_base_model
+
+    monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice"))
+    fake_hub.add_folder("acme/tiny-base", tiny_model_dir)
+    config = _config(tmp_path, "model.base=acme/tiny-base")
+    folder = fetch_base_model(config)
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert not list(folder.glob("*.safetensors")), "the weights stayed on the Hub"
+    (base,) = [r for r in check_before_training(config, folder) if r.name == "base model"]
+    assert "weights stay on the Hub" in base.detail
+    # The pod's disk is sized from the config's parameter count instead (8B in bf16: 16 GB,
+    # x 3 for base, checkpoints and merged, + 30 GB).
+    llama = tmp_path / "llama-8b"
+    llama.mkdir()
+    shutil.copy(FIXTURES / "meta-llama--Llama-3.1-8B-Instruct.json", llama / "config.json")
+    assert 3 * 16 + 30 <= container_disk_gb(llama, config.compute.runpod) <= 3 * 17 + 30
+    # Trained here, the same base is downloaded whole.
+    local = _config(tmp_path, "model.base=acme/tiny-base", "compute.provider=local")
+    assert list(fetch_base_model(local).glob("*.safetensors"))

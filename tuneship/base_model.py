@@ -42,15 +42,21 @@ def ensure_demo_model() -> Path:
     return path
 
 
-def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
+def resolve_base_model(
+    model: ModelConfig, *, token: str | None = None, weights: bool = True
+) -> Path:
     """Return a local folder holding the base model's files.
 
     Args:
         model: The ``model`` config section.
         token: Hugging Face token for gated or private base models.
+        weights: Download a Hub model's weights too. False when the weights are used
+            elsewhere only (a rented pod downloads them itself): config, weight index and
+            tokenizer are enough here for the plan, the data and the card.
 
     Returns:
-        A folder with config.json, weights and tokenizer.
+        A folder with config.json, tokenizer and (unless ``weights`` is false for a Hub
+        model) weights.
 
     Raises:
         ConfigError: ``model.base`` is neither a demo model, an existing folder, nor a
@@ -91,7 +97,7 @@ def resolve_base_model(model: ModelConfig, *, token: str | None = None) -> Path:
                     token=token,
                     allow_patterns=[
                         "*.json",
-                        "*.safetensors",
+                        *(["*.safetensors"] if weights else []),
                         "*.jinja",
                         "*.model",
                         "*.txt",

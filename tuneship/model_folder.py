@@ -56,12 +56,16 @@ def _check_weights(folder: Path) -> str:
     )
 
 
-def check_model_folder(folder: Path, *, trust_remote_code: bool = False) -> str:
+def check_model_folder(
+    folder: Path, *, trust_remote_code: bool = False, weights: bool = True
+) -> str:
     """Check that a local base model folder can be loaded, without loading the weights.
 
     Args:
         folder: The model folder.
         trust_remote_code: Passed to the tokenizer.
+        weights: Check the weight files; False when they stay on the Hub (a rented pod
+            downloads them).
 
     Returns:
         A one-line summary (model type, weight files).
@@ -76,7 +80,7 @@ def check_model_folder(folder: Path, *, trust_remote_code: bool = False) -> str:
     config = _read_json(config_file)
     if not config.get("model_type") and not config.get("architectures"):
         raise ConfigError(f"model.base: {config_file} names no model_type or architectures")
-    weights = _check_weights(folder)
+    found = _check_weights(folder) if weights else "weights stay on the Hub"
     from transformers import AutoTokenizer
 
     try:
@@ -86,4 +90,4 @@ def check_model_folder(folder: Path, *, trust_remote_code: bool = False) -> str:
         raise ConfigError(
             f"model.base: the tokenizer in {folder} does not load: {reason[:300]}"
         ) from None
-    return f"{folder} ({config.get('model_type', 'unknown type')}, {weights}, tokenizer loads)"
+    return f"{folder} ({config.get('model_type', 'unknown type')}, {found}, tokenizer loads)"

@@ -158,7 +158,8 @@ def fetch_base_model(config: PipelineConfig, secrets: RunSecrets | None = None) 
             model); None reads the environment.
 
     Returns:
-        A folder with the base model's config, weights and tokenizer.
+        A folder with the base model's config and tokenizer, and its weights unless they
+        stay on the Hub (:func:`base_weights_stay_remote`).
     """
     from tuneship.base_model import resolve_base_model
 
@@ -166,7 +167,19 @@ def fetch_base_model(config: PipelineConfig, secrets: RunSecrets | None = None) 
     if base_model_hub_id(config):
         secret = (secrets or RunSecrets.from_environment()).hf_token
         token = secret.get_secret_value() if secret else None
-    return resolve_base_model(config.model, token=token)
+    return resolve_base_model(
+        config.model, token=token, weights=not base_weights_stay_remote(config)
+    )
+
+
+def base_weights_stay_remote(config: PipelineConfig) -> bool:
+    """Whether a Hub base model's weights are never needed on this machine.
+
+    With ``compute.provider: runpod`` every weight-touching stage runs on the pod, which
+    downloads the base from the Hub itself (data centre to data centre); this machine
+    needs only its config, weight index and tokenizer.
+    """
+    return config.compute.provider == "runpod" and base_model_hub_id(config) is not None
 
 
 def check_credentials(config: PipelineConfig, secrets: RunSecrets | None = None) -> CheckResult:
@@ -233,7 +246,11 @@ def check_before_training(
     results = [CheckResult(name="config", ok=True, detail="valid")]
     from tuneship.model_folder import check_model_folder
 
-    detail = check_model_folder(base_model_dir, trust_remote_code=config.model.trust_remote_code)
+    detail = check_model_folder(
+        base_model_dir,
+        trust_remote_code=config.model.trust_remote_code,
+        weights=not base_weights_stay_remote(config),
+    )
     _check_demo_split(config)
     results.append(CheckResult(name="base model", ok=True, detail=detail))
     for name, check in (

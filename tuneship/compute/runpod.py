@@ -270,7 +270,13 @@ def container_disk_gb(base_model_dir: str | Path, settings: RunPodComputeConfig)
     """Container disk for the pod: the base x 3 (base, checkpoints, merged) + 30 GB."""
     if settings.container_disk_gb is not None:
         return settings.container_disk_gb
-    size = sum(f.stat().st_size for f in Path(base_model_dir).rglob("*") if f.is_file())
+    folder = Path(base_model_dir)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        # The weights stayed on the Hub (the pod downloads them): size them from the config.
+        from tuneship.planning import load_model_facts
+
+        size += int(load_model_facts(folder).weight_gib * 2**30)
     return int(size * 3 / 1e9) + 30
 
 
