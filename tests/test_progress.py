@@ -72,3 +72,28 @@ def test_progress_lines_show_each_value_once() -> None:
         "step 6/10 {'eval_loss': 1.5}",
         "step 8/10 {'eval_loss': 1.2}",
     ]
+
+
+def test_an_eval_step_is_logged_once_with_its_training_and_eval_loss() -> None:
+    from tuneship.tasks import training as tasks_training
+
+    lines = _Lines()
+    logger = logging.getLogger("tuneship-progress-merge-test")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(lines)
+    reporter = tasks_training._ProgressReporter(eval_every=5)
+    reporter.logger = logger
+    reporter(TrainProgress(step=1, max_steps=12, logs={"loss": 3.0}))
+    reporter(TrainProgress(step=5, max_steps=12, logs={"loss": 2.0}))  # waits for its eval
+    reporter(TrainProgress(step=5, max_steps=12, logs={"eval_loss": 1.5}))
+    reporter(TrainProgress(step=10, max_steps=12, logs={"loss": 1.0}))
+    reporter(TrainProgress(step=11, max_steps=12, logs={"loss": 0.9}))  # no eval came at 10
+    reporter(TrainProgress(step=12, max_steps=12, logs={"loss": 0.8}))  # the final eval step
+    reporter.flush()  # training ended before that eval
+    logger.removeHandler(lines)
+    assert lines.lines == [
+        "step 1/12 {'loss': 3.0}",
+        "step 5/12 {'loss': 2.0, 'eval_loss': 1.5}",
+        "step 10/12 {'loss': 1.0}",
+        "step 12/12 {'loss': 0.8}",
+    ]

@@ -109,12 +109,39 @@ class _ProgressReporter:
 
     LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")
 
-    def __init__(self, artifact: ProgressArtifact | None = None) -> None:
+    def __init__(
+        self, artifact: ProgressArtifact | None = None, eval_every: int | None = None
+    ) -> None:
+        """Args:
+        artifact: The progress artifact to update, if any.
+        eval_every: The eval interval in steps (``eval_strategy: steps``), with an eval at
+            the last step too; None when unknown. A training line of such a step waits
+            for its eval loss, so the step is logged once, with both.
+        """
         self.artifact = artifact
+        self.eval_every = eval_every
         self._last_logged_step: int | None = None
         self._logged: dict[str, float] = {}
         self._last_log_time = 0.0
+        self._pending: tuple[int, int, dict[str, float]] | None = None
         self.logger = get_logger()
+
+    def _is_eval_step(self, step: int, max_steps: int) -> bool:
+        return self.eval_every is not None and (step % self.eval_every == 0 or step == max_steps)
+
+    def flush(self) -> None:
+        """Log a training line still waiting for its eval loss (training ended first)."""
+        if self._pending is not None:
+            step, max_steps, shown = self._pending
+            self._pending = None
+            self._log_line(step, max_steps, shown)
+
+    def _log_line(self, step: int, max_steps: int, shown: dict[str, float]) -> None:
+        if step != self._last_logged_step:
+            self._last_logged_step, self._logged = step, {}
+        self._logged.update(shown)
+        self._last_log_time = time.monotonic()
+        self.logger.info("step %d/%d %s", step, max_steps, shown)
 
     def __call__(self, progress: TrainProgress) -> None:
         for listener in PROGRESS_LISTENERS:
@@ -137,15 +164,22 @@ class _ProgressReporter:
         # yet logged (an eval loss logged at the step of an already logged training loss).
         if progress.step == self._last_logged_step:
             shown = {k: v for k, v in shown.items() if self._logged.get(k) != v}
+        if self._pending is not None:
+            step, _, waiting = self._pending
+            if step == progress.step:
+                # The eval loss of a step whose training line waited: one line with both.
+                self._pending = None
+                shown = {**waiting, **shown}
+            else:
+                self.flush()
         if not shown:
+            return
+        if "eval_loss" not in shown and self._is_eval_step(progress.step, progress.max_steps):
+            self._pending = (progress.step, progress.max_steps, shown)
             return
         # Log lines likewise: every eval loss, otherwise at most one per 5 s.
         if "eval_loss" in shown or now - self._last_log_time >= 5.0 or pct >= 100.0:
-            if progress.step != self._last_logged_step:
-                self._last_logged_step, self._logged = progress.step, {}
-            self._logged.update(shown)
-            self._last_log_time = now
-            self.logger.info("step %d/%d %s", progress.step, progress.max_steps, shown)
+            self._log_line(progress.step, progress.max_steps, shown)
 
 
 def prepare_hub_checkpoints(
@@ -207,11 +241,14 @@ def train_model(
     loaded = TrainJobSpec.model_validate_json(spec_file.read_text(encoding="utf-8"))
     callbacks = prepare_hub_checkpoints(loaded, publish, run_name)
     artifact = ProgressArtifact(run_name)
+    evals = loaded.training.eval_strategy == "steps" and loaded.eval_path is not None
+    reporter = _ProgressReporter(artifact, loaded.training.eval_steps if evals else None)
     finished = False
     try:
-        result = run_training(loaded, on_progress=_ProgressReporter(artifact), callbacks=callbacks)
+        result = run_training(loaded, on_progress=reporter, callbacks=callbacks)
         finished = True
     finally:
+        reporter.flush()
         # A failed run's artifact stays at the share it reached.
         artifact.close(100.0 if finished else None)
     publish_training_artifacts(result, run_name)
