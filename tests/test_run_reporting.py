@@ -294,3 +294,25 @@ def test_run_summary_artifact_is_a_list_that_renders_as_written() -> None:
     assert "- **eval**: -" in markdown
     # The CLI keeps the table, with a real header row.
     assert render_summary(summary).splitlines()[0] == "| run | my-run |"
+    # A stopped server's URL is text (the UI would make a bare URL a dead link); a kept
+    # one stays a link.
+    from tuneship.flows.finetune import DeploymentSummary
+
+    served = DeploymentSummary(
+        name="my-run",
+        url="http://127.0.0.1:8123/v1",
+        served_model_name="my_run",
+        kept_running=False,
+        api_key_file=None,
+        question="q",
+        answer="a",
+        latency_s=0.1,
+    )
+    stopped = render_summary_list(summary.model_copy(update={"deployment": served}))
+    assert (
+        "- **endpoint**: `http://127.0.0.1:8123/v1` (model my\\_run; stopped at the end of the run)"
+        in stopped
+    )
+    kept = served.model_copy(update={"kept_running": True})
+    running = render_summary_list(summary.model_copy(update={"deployment": kept}))
+    assert "- **endpoint**: http://127.0.0.1:8123/v1 (model my\\_run; still running)" in running

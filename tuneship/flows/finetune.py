@@ -655,7 +655,14 @@ def render_summary_list(summary: RunSummary) -> str:
     the model folder's path), while list items wrap.
     """
     lines = [f"**run** {escape_markdown_text(summary.name)}", ""]
-    lines += [f"- **{key}**: {escape_markdown_text(value)}" for key, value in summary_rows(summary)]
+    dep = summary.deployment
+    for key, value in summary_rows(summary):
+        text = escape_markdown_text(value)
+        if key == "endpoint" and dep is not None and not dep.kept_running:
+            # The UI turns a bare URL into a link; a stopped server's is text to read.
+            rest = value.removeprefix(dep.url).strip()
+            text = f"`{dep.url}` {escape_markdown_text(rest)}"
+        lines.append(f"- **{key}**: {text}")
     return "\n".join(lines) + "\n"
 
 
