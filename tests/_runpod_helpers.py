@@ -8,11 +8,28 @@ from typing import Any
 from fake_hub import FakeHub
 from fake_runpod import FakeRunPod
 
-from tuneship.config import ServeConfig
+from tuneship.config import PipelineConfig, ServeConfig, build_config
 from tuneship.runpod.client import RunPodClient
 from tuneship.runpod.specs import RunPodPlan, plan_pod, plan_serverless
 
 MODEL_ID = "acme/tiny-chat"
+
+
+def training_config(tmp_path: Path, *extra: str, name: str = "rp-run") -> PipelineConfig:
+    """A config that trains on RunPod and pushes to ``alice/tiny-ft`` (``--set`` overrides)."""
+    return build_config(
+        {},
+        [
+            f"name={name}",
+            "compute.provider=runpod",
+            "publish.target=hub",
+            "publish.repo_id=alice/tiny-ft",
+            "serve.target=none",
+            f"workdir={tmp_path / 'run'}",
+            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
+            *extra,
+        ],
+    )
 
 
 def runpod_options(target: str = "runpod-serverless", **runpod: Any) -> ServeConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from _planning_helpers import FIXTURES
-from _runpod_helpers import client_for
+from _runpod_helpers import client_for, training_config
 from _training_helpers import make_spec
 from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
 from fake_runpod import GPU_TYPES, FakeRunPod, fake_runpod  # noqa: F401 - fixture
@@ -19,7 +19,7 @@ from tuneship.compute.pod_rental import image_cuda_versions, rank_training_gpus,
 from tuneship.compute.runpod import TrainingPod, container_disk_gb
 from tuneship.compute.runpod_plan import check_runpod_training
 from tuneship.compute.stage_jobs import LoadCheckJobSpec, run_load_check_job, serving_vllm_version
-from tuneship.config import PipelineConfig, ServeConfig, build_config
+from tuneship.config import PipelineConfig, ServeConfig
 from tuneship.runpod.errors import RunPodCapacityError
 from tuneship.training.job import main as job_main
 from tuneship.training.job import read_job_result
@@ -27,18 +27,7 @@ from tuneship.training.oom_retry import FAULT_OOM_ENV, halve_batch
 
 
 def _config(tmp_path: Path, *extra: str) -> PipelineConfig:
-    return build_config(
-        {},
-        [
-            "name=rp-run",
-            "compute.provider=runpod",
-            "publish.target=hub",
-            "publish.repo_id=alice/tiny-ft",
-            "serve.target=none",
-            f"workdir={tmp_path / 'run'}",
-            *extra,
-        ],
-    )
+    return training_config(tmp_path, *extra)
 
 
 def _rent(fake: FakeRunPod, config: PipelineConfig, model_dir: Path) -> tuple[dict, str, float]:

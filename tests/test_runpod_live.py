@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _runpod_helpers import client_for, run_pods_for_real
+from _runpod_helpers import client_for, run_pods_for_real, training_config
 from fake_hub import FakeHub, fake_hub  # noqa: F401 - fixture
 from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from pydantic import SecretStr
@@ -51,25 +51,13 @@ from tuneship.compute.runpod import (
     training_pod_name,
 )
 from tuneship.compute.runpod_plan import check_runpod_training
-from tuneship.config import PipelineConfig, build_config, load_config
+from tuneship.config import PipelineConfig, load_config
 from tuneship.hub.client import make_api
 from tuneship.planning import load_model_facts
 
 
 def _config(tmp_path: Path, *extra: str) -> PipelineConfig:
-    return build_config(
-        {},
-        [
-            "name=rp-live",
-            "compute.provider=runpod",
-            "publish.target=hub",
-            "publish.repo_id=alice/tiny-ft",
-            "serve.target=none",
-            f"workdir={tmp_path / 'run'}",
-            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
-            *extra,
-        ],
-    )
+    return training_config(tmp_path, *extra, name="rp-live")
 
 
 def _call(url: str, token: str | None, method: str = "GET") -> tuple[int, dict]:

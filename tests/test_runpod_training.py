@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _planning_helpers import fixture_path
-from _runpod_helpers import client_for, run_pods_for_real
+from _runpod_helpers import client_for, run_pods_for_real, training_config
 from fake_hub import FakeHub, HubError, fake_hub  # noqa: F401 - fixture
 from fake_runpod import FakeRunPod, fake_runpod  # noqa: F401 - fixture
 from pydantic import SecretStr
@@ -26,19 +26,7 @@ POD_MUTATIONS = ("podFindAndDeployOnDemand", "podRentInterruptable")
 
 
 def _config(tmp_path: Path, *extra: str) -> PipelineConfig:
-    return build_config(
-        {},
-        [
-            "name=rp-run",
-            "compute.provider=runpod",
-            "publish.target=hub",
-            "publish.repo_id=alice/tiny-ft",
-            "serve.target=none",
-            f"workdir={tmp_path / 'run'}",
-            f"registry.url=sqlite:///{tmp_path / 'registry.db'}",
-            *extra,
-        ],
-    )
+    return training_config(tmp_path, *extra)
 
 
 def _pods_rented(fake: FakeRunPod) -> int:

@@ -59,9 +59,11 @@ with managed_deployment(sys.argv[2], options, name="lifetime", registry_url=sys.
 """
 
 
-def _start_and_kill(tmp_path: Path, tiny_model_dir: Path, keep: bool) -> tuple[int, str]:
-    """Serve from a child process, SIGKILL the child once ready; return the server's group
-    and URL."""
+def _launch(
+    tmp_path: Path, tiny_model_dir: Path, keep: bool, start_delay_s: float = 0.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Serve from a child process (the stand-in engine takes ``start_delay_s`` to start);
+    return the child and the registry URL."""
     engine = tmp_path / "fake_engine.py"
     engine.write_text(textwrap.dedent(FAKE_ENGINE), encoding="utf-8")
     starter = tmp_path / "starter.py"
@@ -70,14 +72,22 @@ def _start_and_kill(tmp_path: Path, tiny_model_dir: Path, keep: bool) -> tuple[i
         Path(sys.executable),
         engine_command=[sys.executable, str(engine)],
         keep_serving=keep,
-        startup_timeout_s=60,
+        startup_timeout_s=120,
     )
     registry = f"sqlite:///{tmp_path / 'registry.db'}"
     proc = subprocess.Popen(
         [sys.executable, str(starter), options.model_dump_json(), str(tiny_model_dir), registry],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "FAKE_ENGINE_START_DELAY_S": str(start_delay_s)},
     )
+    return proc, registry
+
+
+def _start_and_kill(tmp_path: Path, tiny_model_dir: Path, keep: bool) -> tuple[int, str]:
+    """Serve from a child process, SIGKILL the child once ready; return the server's group
+    and URL."""
+    proc, _ = _launch(tmp_path, tiny_model_dir, keep)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -159,23 +169,7 @@ def _start_slowly(
     registry URL and the server's group, once the `starting` row names it."""
     from tuneship.registry import Registry
 
-    engine = tmp_path / "fake_engine.py"
-    engine.write_text(textwrap.dedent(FAKE_ENGINE), encoding="utf-8")
-    starter = tmp_path / "starter.py"
-    starter.write_text(textwrap.dedent(STARTER), encoding="utf-8")
-    options = tiny_serve_options(
-        Path(sys.executable),
-        engine_command=[sys.executable, str(engine)],
-        keep_serving=keep,
-        startup_timeout_s=120,
-    )
-    registry = f"sqlite:///{tmp_path / 'registry.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, str(starter), options.model_dump_json(), str(tiny_model_dir), registry],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FAKE_ENGINE_START_DELAY_S": "300"},
-    )
+    proc, registry = _launch(tmp_path, tiny_model_dir, keep, start_delay_s=300)
     deadline = time.monotonic() + 60
     while True:
         if time.monotonic() > deadline or proc.poll() is not None:
