@@ -47,10 +47,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "merge": ("merge", "none"),
     "load-check": ("vllm", "load-check"),
     "publish": ("publish", "none"),
-    # After the store moved, before the registry row: the next run must say so.
-    "register": ("register", "none"),
     "serve-start": ("vllm", "serve"),
     "smoke-test": ("smoke-test", "serve"),
+    # After the store moved, before the registry row. Last, so that the next run (which
+    # must report it) follows it: a publish in between would clear the record.
+    "register": ("register", "none"),
 }
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
 CASES = [(stage, sig) for sig in SIGNALS for stage in STAGES]
