@@ -222,8 +222,30 @@ def check_credentials(config: PipelineConfig, secrets: RunSecrets | None = None)
     return CheckResult(name="credentials", ok=True, detail=", ".join(parts) or "ok")
 
 
+def check_base_model_folder(config: PipelineConfig, base_model_dir: Path) -> str:
+    """Check the base model folder (config, weights unless they stay on the Hub, tokenizer).
+
+    Returns:
+        A one-line summary.
+
+    Raises:
+        ConfigError: What is missing or broken, in one line.
+    """
+    from tuneship.model_folder import check_model_folder
+
+    return check_model_folder(
+        base_model_dir,
+        trust_remote_code=config.model.trust_remote_code,
+        weights=not base_weights_stay_remote(config),
+    )
+
+
 def check_before_training(
-    config: PipelineConfig, base_model_dir: Path, secrets: RunSecrets | None = None
+    config: PipelineConfig,
+    base_model_dir: Path,
+    secrets: RunSecrets | None = None,
+    *,
+    base_model_detail: str | None = None,
 ) -> list[CheckResult]:
     """Run the cheap checks that must pass before any GPU is used.
 
@@ -231,6 +253,8 @@ def check_before_training(
         config: The run's configuration.
         base_model_dir: Local folder of the base model.
         secrets: The run's credentials; None reads the environment.
+        base_model_detail: The summary of :func:`check_base_model_folder` when the caller
+            checked the folder already; None checks it here.
 
     Returns:
         One result per check (all passed).
@@ -244,13 +268,7 @@ def check_before_training(
             "there is no eval loss to compare"
         )
     results = [CheckResult(name="config", ok=True, detail="valid")]
-    from tuneship.model_folder import check_model_folder
-
-    detail = check_model_folder(
-        base_model_dir,
-        trust_remote_code=config.model.trust_remote_code,
-        weights=not base_weights_stay_remote(config),
-    )
+    detail = base_model_detail or check_base_model_folder(config, base_model_dir)
     _check_demo_split(config)
     results.append(CheckResult(name="base model", ok=True, detail=detail))
     for name, check in (
@@ -337,21 +355,29 @@ def validate_run(config: PipelineConfig, secrets: RunSecrets | None = None) -> l
     results: list[CheckResult] = []
     problems: list[TuneshipError] = []
 
+    def add_problem(exc: TuneshipError) -> None:
+        # One cause (no network, say) can fail two checks with the same message.
+        if str(exc) not in {str(p) for p in problems}:
+            problems.append(exc)
+
     def attempt(check: Callable[[], list[CheckResult]]) -> bool:
         try:
             results.extend(check())
         except TuneshipError as exc:
-            problems.append(exc)
+            add_problem(exc)
             return False
         return True
 
     attempt(lambda: [check_credentials(config, secrets)])
     try:
         base_dir = fetch_base_model(config, secrets)
-    except TuneshipError as exc:  # every later check needs the base model
-        problems.append(exc)
+        base_detail = check_base_model_folder(config, base_dir)
+    except TuneshipError as exc:  # every later check needs a usable base model
+        add_problem(exc)
         raise ValidationFailedError(problems, results) from None
-    before_ok = attempt(lambda: check_before_training(config, base_dir, secrets))
+    before_ok = attempt(
+        lambda: check_before_training(config, base_dir, secrets, base_model_detail=base_detail)
+    )
     with tempfile.TemporaryDirectory(prefix="tuneship-validate-") as tmp:
         prepared_list: list[PreparedData] = []
 
