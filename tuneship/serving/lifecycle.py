@@ -79,6 +79,19 @@ def _set_status(registry_url: str | None, name: str, status: str) -> None:
         logger.error("could not record status %r of deployment %r: %s", status, name, exc)
 
 
+def _mark_stopped_if_starting(registry_url: str | None, name: str) -> None:
+    """Record ``stopped`` for a start that was interrupted, if its `starting` row got in."""
+    if registry_url is None:
+        return
+    try:
+        with contextlib.closing(_registry(registry_url)) as registry:
+            entry = registry.get_deployment(name)
+            if entry is not None and entry.status == STATUS_STARTING:
+                registry.set_deployment_status(name, STATUS_STOPPED)
+    except TuneshipError as exc:
+        logger.error("could not record deployment %r as stopped: %s", name, exc)
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into :class:`TerminationRequested` while the block runs.
@@ -170,8 +183,9 @@ def managed_deployment(
         # Recorded before the wait for readiness: a tuneship killed while the server starts
         # (SIGKILL, no handler runs) leaves a row that `deployments list` shows and
         # `deployments stop` ends; a kept server would otherwise run on, untracked.
-        _record(registry_url, starting, STATUS_STARTING)
+        # Noted first: an interrupt may cut the write short after the row is in.
         created.append(starting)
+        _record(registry_url, starting, STATUS_STARTING)
 
     with _sigterm_raises():
         try:
@@ -204,7 +218,7 @@ def managed_deployment(
         except BaseException:
             # Interrupted while starting: the target stopped the server.
             if created:
-                _set_status(registry_url, name, STATUS_STOPPED)
+                _mark_stopped_if_starting(registry_url, name)
             raise
         status = STATUS_FAILED
         try:
